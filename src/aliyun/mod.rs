@@ -1,0 +1,28 @@
+//! Alibaba Cloud API client: V3 signing, transport, STS, ACR and identity sources.
+//!
+//! Nothing outside this module knows the wire format. The broker calls [`Client`] with
+//! [`Credentials`] from an [`identity::IdentitySource`] and gets typed answers or an [`Error`]
+//! whose [`ErrorKind`] says whether to retry. Wire facts: `reference/aliyun-api.md` §1–§4.
+
+mod client;
+pub mod cr;
+mod credentials;
+pub mod error;
+pub mod identity;
+pub mod sign;
+pub mod sts;
+pub mod transport;
+mod wire;
+
+#[cfg(test)]
+mod testutil;
+
+pub use client::{Client, Endpoints};
+pub use cr::{DomainKind, EndpointDomain, InstanceSummary, RegistryToken};
+pub use credentials::Credentials;
+pub use error::{Error, ErrorKind};
+pub use identity::{
+    DefaultChain, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, StaticSource,
+};
+pub use sts::{AssumeRoleRequest, AssumeRoleWithOidcRequest, StsSession};
+pub use transport::{HttpResponse, Timeouts, Transport};

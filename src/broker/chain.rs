@@ -1,0 +1,365 @@
+//! Walking a plan: pick a role chain, resolve the instance, and load the registry credential,
+//! each step through its cache. The only code that calls STS and ACR for a request.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use super::{Answer, Base, Broker, BrokerError, ChainKey, CredKey, Edition, Issued, Lookup, TargetKey, LOOKUP_TTL};
+use crate::aliyun::{AssumeRoleRequest, AssumeRoleWithOidcRequest, Credentials, DomainKind};
+use crate::ids::{InstanceId, InstanceRef, Region, RoleArn};
+use crate::policy::{InstanceSelector, Plan, Target};
+use crate::secret::Secret;
+use crate::upstream::Api;
+
+type Shared<T> = Result<T, Arc<BrokerError>>;
+
+/// Largest DurationSeconds STS accepts for a chained hop.
+const CHAINED_MAX_SECONDS: u32 = 3600;
+
+impl Broker {
+    /// Tries the plan's chains in order, starting with the one that last worked for this plan.
+    pub(super) async fn serve_plan(
+        self: &Arc<Self>,
+        plan: &Plan,
+        chains: &[ChainKey],
+        sa_token: Option<&Secret>,
+    ) -> Shared<Answer> {
+        if chains.is_empty() {
+            return Err(Arc::new(BrokerError::bad_request("no_role_chain", "the annotations yield no role chain")));
+        }
+        let memo = {
+            let mut h = DefaultHasher::new();
+            plan.host.as_str().hash(&mut h);
+            chains.hash(&mut h);
+            h.finish()
+        };
+        let start = self.working_chain.get(&memo).unwrap_or(0).min(chains.len() - 1);
+        let mut last_denial = None;
+        for i in (start..chains.len()).chain(0..start) {
+            match self.serve_with_chain(plan, &chains[i], sa_token).await {
+                Ok(answer) => {
+                    if i != start {
+                        self.working_chain.insert(memo, i);
+                    }
+                    return Ok(answer);
+                }
+                Err(e) if matches!(*e, BrokerError::Denied { .. }) && chains.len() > 1 => {
+                    tracing::debug!(chain = i, code = e.code(), "role chain denied; trying the next one");
+                    last_denial = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_denial.unwrap_or_else(|| Arc::new(BrokerError::bad_request("no_role_chain", "no role chain worked"))))
+    }
+
+    async fn serve_with_chain(self: &Arc<Self>, plan: &Plan, chain: &ChainKey, sa: Option<&Secret>) -> Shared<Answer> {
+        let (region, target) = match &plan.target {
+            Target::Personal { region } => (region.clone(), TargetKey::Personal),
+            Target::Enterprise { region, instance } => match instance {
+                InstanceSelector::ByName(name) => {
+                    (region.clone(), TargetKey::Instance(self.instance_by_name(region, name, chain, sa).await?))
+                }
+                InstanceSelector::ById(id) => (region.clone(), TargetKey::Instance(id.clone())),
+                InstanceSelector::CustomDomain { candidates } => {
+                    let (region, id) = self.owner_of(plan, candidates, chain, sa).await?;
+                    (region, TargetKey::Instance(id))
+                }
+            },
+        };
+        let key = CredKey { region, target, chain: chain.clone() };
+        let (this, k, token) = (Arc::clone(self), key.clone(), sa.cloned());
+        let (credential, outcome) = self
+            .credentials
+            .get_or_load(&key, move || {
+                let (this, k, token) = (Arc::clone(&this), k.clone(), token.clone());
+                async move { this.load_credential(&k, token.as_ref()).await }
+            })
+            .await?;
+        Ok(Answer { credential, registry: plan.host.as_str().to_owned(), chain: chain_arns(chain), outcome })
+    }
+
+    /// Mints a registry credential with a freshly assumed last hop.
+    async fn load_credential(self: &Arc<Self>, key: &CredKey, sa: Option<&Secret>) -> Result<Issued, BrokerError> {
+        let creds = self.chain_credentials(&key.chain, sa, true).await.map_err(unshare)?;
+        let region = key.region.as_str();
+        let token = match &key.target {
+            TargetKey::Instance(id) => {
+                let action = "GetAuthorizationToken";
+                self.upstream
+                    .call(Api::Other, action, || self.client.get_authorization_token(&creds, region, id.as_str()))
+                    .await
+                    .map_err(|e| BrokerError::upstream(action, e))?
+            }
+            TargetKey::Personal => {
+                let action = "PersonalGetAuthorizationToken";
+                self.upstream
+                    .call(Api::Other, action, || self.client.get_personal_token(&creds, region))
+                    .await
+                    .map_err(|e| BrokerError::upstream(action, e))?
+            }
+        };
+        let expires_at = match creds.expires_at {
+            Some(session_end) => token.expires_at.min(session_end),
+            None => token.expires_at,
+        };
+        tracing::info!(region, target = ?key.target, hops = key.chain.hops.len(), "issued registry credential");
+        Ok(Issued {
+            username: token.username,
+            password: token.password,
+            expires_at,
+            region: key.region.clone(),
+            instance_id: match &key.target {
+                TargetKey::Instance(id) => Some(id.clone()),
+                TargetKey::Personal => None,
+            },
+            edition: match key.target {
+                TargetKey::Instance(_) => Edition::Enterprise,
+                TargetKey::Personal => Edition::Personal,
+            },
+        })
+    }
+
+    /// The node identity, from its cache.
+    pub(super) async fn node_credentials(self: &Arc<Self>) -> Shared<Arc<Credentials>> {
+        let this = Arc::clone(self);
+        self.node_identity
+            .get_or_load(&(), move || {
+                let this = Arc::clone(&this);
+                async move {
+                    let source = Arc::clone(&this.identity);
+                    this.upstream
+                        .call(Api::Other, "Metadata", || source.fetch())
+                        .await
+                        .map_err(|e| BrokerError::NoIdentity(format!("{} identity: {e}", this.identity.name())))
+                }
+            })
+            .await
+            .map(|(c, _)| c)
+    }
+
+    /// Credentials at the end of `chain`; with `young_last`, the last hop is freshly assumed.
+    async fn chain_credentials(
+        self: &Arc<Self>,
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+        young_last: bool,
+    ) -> Shared<Arc<Credentials>> {
+        let mut creds = match &chain.base {
+            Base::Node => self.node_credentials().await?,
+            Base::ServiceAccount { role, .. } => {
+                let key = ChainKey { base: chain.base.clone(), hops: Arc::from(Vec::new()) };
+                let token = sa.cloned().ok_or_else(|| {
+                    Arc::new(BrokerError::bad_request("service_account_token_missing", "service-account token required"))
+                })?;
+                let (this, role) = (Arc::clone(self), role.clone());
+                let load = move || {
+                    let (this, role, token) = (Arc::clone(&this), role.clone(), token.clone());
+                    async move { this.exchange_service_account_token(&role, token).await }
+                };
+                let young = young_last && chain.hops.is_empty();
+                let got = if young { self.sessions.get_or_load_young(&key, load).await } else { self.sessions.get_or_load(&key, load).await };
+                got?.0
+            }
+        };
+        for i in 0..chain.hops.len() {
+            let prefix = ChainKey { base: chain.base.clone(), hops: Arc::from(&chain.hops[..=i]) };
+            let (this, role, caller) = (Arc::clone(self), chain.hops[i].clone(), Arc::clone(&creds));
+            let load = move || {
+                let (this, role, caller) = (Arc::clone(&this), role.clone(), Arc::clone(&caller));
+                async move { this.assume_role(&caller, &role).await }
+            };
+            let young = young_last && i + 1 == chain.hops.len();
+            let got = if young {
+                self.sessions.get_or_load_young(&prefix, load).await
+            } else {
+                self.sessions.get_or_load(&prefix, load).await
+            };
+            creds = got?.0;
+        }
+        Ok(creds)
+    }
+
+    async fn assume_role(&self, caller: &Credentials, role: &RoleArn) -> Result<Credentials, BrokerError> {
+        let action = "AssumeRole";
+        let mut req = AssumeRoleRequest {
+            role_arn: role.as_str().to_owned(),
+            session_name: self.session_name.clone(),
+            duration_seconds: u32::try_from(self.config.cache.session_duration.as_secs()).unwrap_or(CHAINED_MAX_SECONDS),
+            policy: None,
+            external_id: None,
+        };
+        let first = self.upstream.call(Api::Sts, action, || self.client.assume_role(caller, &req)).await;
+        let session = match first {
+            // Chained hops are capped at one hour; ask again within the cap.
+            Err(e) if e.code() == "InvalidParameter.DurationSeconds" && req.duration_seconds > CHAINED_MAX_SECONDS => {
+                req.duration_seconds = CHAINED_MAX_SECONDS;
+                self.upstream.call(Api::Sts, action, || self.client.assume_role(caller, &req)).await
+            }
+            other => other,
+        }
+        .map_err(|e| BrokerError::upstream(action, e))?;
+        tracing::debug!(role = role.as_str(), "assumed role");
+        Ok(session.credentials)
+    }
+
+    async fn exchange_service_account_token(&self, role: &RoleArn, token: Secret) -> Result<Credentials, BrokerError> {
+        let action = "AssumeRoleWithOIDC";
+        let provider_arn = self.config.oidc_provider_arn.clone().unwrap_or_default();
+        let req = AssumeRoleWithOidcRequest {
+            role_arn: role.as_str().to_owned(),
+            provider_arn,
+            oidc_token: token,
+            session_name: self.session_name.clone(),
+            duration_seconds: CHAINED_MAX_SECONDS,
+        };
+        let session = self
+            .upstream
+            .call(Api::Sts, action, || self.client.assume_role_with_oidc(&req))
+            .await
+            .map_err(|e| BrokerError::upstream(action, e))?;
+        Ok(session.credentials)
+    }
+
+    /// Maps an Enterprise instance name to its id with the chain's credentials (ListInstance).
+    async fn instance_by_name(
+        self: &Arc<Self>,
+        region: &Region,
+        name: &str,
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+    ) -> Shared<InstanceId> {
+        let key = (region.clone(), name.to_owned(), chain.clone());
+        let (this, token, k) = (Arc::clone(self), sa.cloned(), key.clone());
+        let (found, _) = self
+            .instances
+            .get_or_load(&k, move || {
+                let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
+                async move {
+                    let creds = this.chain_credentials(&key.2, token.as_ref(), false).await.map_err(unshare)?;
+                    let action = "ListInstance";
+                    let list = this
+                        .upstream
+                        .call(Api::Other, action, || this.client.list_instance(&creds, key.0.as_str(), &key.1))
+                        .await
+                        .map_err(|e| BrokerError::upstream(action, e))?;
+                    let hit = list.iter().find(|i| i.instance_name.eq_ignore_ascii_case(&key.1)).ok_or_else(|| {
+                        BrokerError::Denied {
+                            action,
+                            code: String::from("InstanceNotFound"),
+                            message: format!(
+                                "no Enterprise instance named {:?} in {} is visible to this identity; \
+                                 an instance in another account needs acr-service-arns and acr-user-arns",
+                                key.1, key.0
+                            ),
+                        }
+                    })?;
+                    let id = InstanceId::try_from(hit.instance_id.as_str()).map_err(|e| BrokerError::BadUpstream {
+                        action,
+                        message: format!("instance id {:?}: {e}", hit.instance_id),
+                    })?;
+                    Ok(Lookup { value: id, until: this.now() + LOOKUP_TTL })
+                }
+            })
+            .await?;
+        Ok(found.value.clone())
+    }
+
+    /// Finds which listed instance owns a custom domain (ListInstanceEndpoint, USER or SYSTEM domains).
+    async fn owner_of(
+        self: &Arc<Self>,
+        plan: &Plan,
+        candidates: &[InstanceRef],
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+    ) -> Shared<(Region, InstanceId)> {
+        let host = plan.host.as_str().to_owned();
+        let mut denial = None;
+        for c in candidates {
+            let region = c.region.clone().unwrap_or_else(|| plan.default_region.clone());
+            let key = (host.clone(), region.clone(), c.id.clone(), chain.clone());
+            let (this, token, k) = (Arc::clone(self), sa.cloned(), key.clone());
+            let owns = self
+                .domains
+                .get_or_load(&k, move || {
+                    let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
+                    async move {
+                        let creds = this.chain_credentials(&key.3, token.as_ref(), false).await.map_err(unshare)?;
+                        let action = "ListInstanceEndpoint";
+                        let domains = this
+                            .upstream
+                            .call(Api::Other, action, || {
+                                this.client.list_instance_endpoint(&creds, key.1.as_str(), key.2.as_str())
+                            })
+                            .await
+                            .map_err(|e| BrokerError::upstream(action, e))?;
+                        let owns = domains.iter().any(|d| {
+                            matches!(d.kind, DomainKind::User | DomainKind::System) && domain_matches(&d.domain, &key.0)
+                        });
+                        Ok(Lookup { value: owns, until: this.now() + LOOKUP_TTL })
+                    }
+                })
+                .await;
+            match owns {
+                Ok((l, _)) if l.value => return Ok((region, c.id.clone())),
+                Ok(_) => {}
+                Err(e) if matches!(*e, BrokerError::Denied { .. }) => denial = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(denial.unwrap_or_else(|| {
+            Arc::new(BrokerError::NotOurs {
+                host: host.clone(),
+                reason: Some(String::from("no instance in acr-instance-ids lists this domain")),
+            })
+        }))
+    }
+}
+
+/// `host[:port]` as asked matches a domain exactly; `host:443` also matches the bare host.
+fn domain_matches(domain: &str, asked: &str) -> bool {
+    let domain = domain.trim_end_matches('.');
+    domain.eq_ignore_ascii_case(asked)
+        || asked.strip_suffix(":443").is_some_and(|bare| domain.eq_ignore_ascii_case(bare))
+}
+
+/// The chain as role ARNs, the service-account role first when there is one.
+fn chain_arns(chain: &ChainKey) -> Arc<[RoleArn]> {
+    match &chain.base {
+        Base::Node => Arc::clone(&chain.hops),
+        Base::ServiceAccount { role, .. } => std::iter::once(role.clone()).chain(chain.hops.iter().cloned()).collect(),
+    }
+}
+
+/// A cached failure shared by waiters, turned back into an owned error for a loader.
+fn unshare(e: Arc<BrokerError>) -> BrokerError {
+    Arc::try_unwrap(e).unwrap_or_else(|shared| match &*shared {
+        BrokerError::BadRequest { code, message } => BrokerError::BadRequest { code, message: message.clone() },
+        BrokerError::NotOurs { host, reason } => BrokerError::NotOurs { host: host.clone(), reason: reason.clone() },
+        BrokerError::Denied { action, code, message } => {
+            BrokerError::Denied { action, code: code.clone(), message: message.clone() }
+        }
+        BrokerError::Unavailable { action, code, message, retry_after } => {
+            BrokerError::Unavailable { action, code: code.clone(), message: message.clone(), retry_after: *retry_after }
+        }
+        BrokerError::BadUpstream { action, message } => BrokerError::BadUpstream { action, message: message.clone() },
+        BrokerError::NoIdentity(m) => BrokerError::NoIdentity(m.clone()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::domain_matches;
+
+    #[test]
+    fn custom_domains_match_exactly() {
+        assert!(domain_matches("registry.example.com", "registry.example.com"));
+        assert!(domain_matches("Registry.Example.com.", "registry.example.com"));
+        assert!(domain_matches("registry.example.com", "registry.example.com:443"));
+        assert!(domain_matches("127.0.0.1:5000", "127.0.0.1:5000"));
+        assert!(!domain_matches("127.0.0.1", "127.0.0.1:5000"));
+        assert!(!domain_matches("registry.example.com", "registry.example.com.evil.com"));
+        assert!(!domain_matches("example.com", "registry.example.com"));
+    }
+}

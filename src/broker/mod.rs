@@ -1,0 +1,359 @@
+//! From a request to a credential: resolve the host, apply the policy, then walk the plan through
+//! the caches. This module and [`chain`] are the only code that walks a role chain.
+
+mod chain;
+mod error;
+mod token;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sha2::Digest;
+
+pub use error::BrokerError;
+pub use token::{RegistryBearer, TokenRequest};
+
+use crate::aliyun::identity::IdentitySource;
+use crate::aliyun::{Client, Credentials};
+use crate::cache::{Expiring, ExpiringCache, Outcome};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::ids::{InstanceId, Region, RoleArn};
+use crate::metrics::Metrics;
+use crate::policy::{Annotations, Plan};
+use crate::registry::RegistryHost;
+use crate::secret::Secret;
+use crate::upstream::Upstream;
+
+/// A request for registry credentials, from any surface.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialRequest {
+    /// `host[:port]` as the runtime gave it.
+    pub registry: String,
+    /// The pod's (or caller's) annotations; only the three `k8s.aliyun.com/acr-*` keys matter.
+    pub annotations: BTreeMap<String, String>,
+    /// A kubelet-supplied service-account token (KEP-4412).
+    pub service_account_token: Option<Secret>,
+}
+
+/// Which edition a credential is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Edition {
+    /// Enterprise Edition instance.
+    Enterprise,
+    /// Personal Edition (per account and region).
+    Personal,
+}
+
+impl Edition {
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Edition::Enterprise => "enterprise",
+            Edition::Personal => "personal",
+        }
+    }
+}
+
+/// A registry credential as issued by ACR.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// Registry user name (`cr_temp_user`).
+    pub username: String,
+    /// Registry password.
+    pub password: Secret,
+    /// The earlier of ACR's and the STS session's expiry.
+    pub expires_at: SystemTime,
+    /// Region of the instance.
+    pub region: Region,
+    /// Enterprise instance, if any.
+    pub instance_id: Option<InstanceId>,
+    /// Edition.
+    pub edition: Edition,
+}
+
+impl Expiring for Issued {
+    fn expires_at(&self) -> SystemTime {
+        self.expires_at
+    }
+}
+
+/// An answer: the credential plus how it was obtained, for the audit line.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The credential (shared with the cache, not copied).
+    pub credential: Arc<Issued>,
+    /// The registry host it answers for.
+    pub registry: String,
+    /// The role chain that worked, as ARNs (empty = node identity).
+    pub chain: Arc<[RoleArn]>,
+    /// How the cache served it.
+    pub outcome: Outcome,
+}
+
+/// Whose identity starts a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Base {
+    /// The node's identity.
+    Node,
+    /// A service-account token exchanged for `role` (key: SHA-256 of the token, never the token).
+    ServiceAccount {
+        /// SHA-256 of the token.
+        token_hash: [u8; 32],
+        /// The role the token is exchanged for.
+        role: RoleArn,
+    },
+}
+
+/// A chain of roles from a base identity: the key of STS sessions and of everything loaded with them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChainKey {
+    /// Who starts.
+    pub base: Base,
+    /// Roles assumed in order after the base.
+    pub hops: Arc<[RoleArn]>,
+}
+
+/// What a registry credential is for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TargetKey {
+    /// An Enterprise instance.
+    Instance(InstanceId),
+    /// The Personal registry of whoever ends the chain.
+    Personal,
+}
+
+/// Key of the registry credential cache.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CredKey {
+    /// Region of the registry.
+    pub region: Region,
+    /// Instance or Personal.
+    pub target: TargetKey,
+    /// The chain used.
+    pub chain: ChainKey,
+}
+
+/// A looked-up value (instance id, domain owner) kept for a fixed time.
+#[derive(Debug, Clone)]
+pub struct Lookup<T> {
+    /// The value.
+    pub value: T,
+    /// When to look again.
+    pub until: SystemTime,
+}
+
+impl<T> Expiring for Lookup<T> {
+    fn expires_at(&self) -> SystemTime {
+        self.until
+    }
+}
+
+impl Expiring for Credentials {
+    fn expires_at(&self) -> SystemTime {
+        // Long-term keys do not expire; give them a far horizon so they are never refreshed.
+        self.expires_at.unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 365 * 86_400))
+    }
+}
+
+/// How long instance and domain lookups are trusted.
+pub const LOOKUP_TTL: Duration = Duration::from_secs(3600);
+
+/// The broker: caches plus the clients that fill them.
+pub struct Broker {
+    client: Client,
+    identity: Arc<dyn IdentitySource>,
+    clock: SharedClock,
+    config: Arc<Config>,
+    upstream: Upstream,
+    metrics: Arc<Metrics>,
+    node_identity: ExpiringCache<(), Credentials>,
+    sessions: ExpiringCache<ChainKey, Credentials>,
+    instances: ExpiringCache<(Region, String, ChainKey), Lookup<InstanceId>>,
+    domains: ExpiringCache<(String, Region, InstanceId, ChainKey), Lookup<bool>>,
+    credentials: ExpiringCache<CredKey, Issued>,
+    working_chain: moka::sync::Cache<u64, usize>,
+    session_name: String,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("identity", &self.identity.name()).finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Builds a broker over `client` with the node identity from `identity`.
+    pub fn new(
+        config: Arc<Config>,
+        client: Client,
+        identity: Arc<dyn IdentitySource>,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Broker> {
+        let c = &config.cache;
+        let small = (c.capacity / 10).max(1000);
+        Arc::new(Broker {
+            upstream: Upstream::new(config.upstream.clone(), Arc::clone(&metrics)),
+            node_identity: ExpiringCache::new("identity", 1, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            sessions: ExpiringCache::new("session", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            instances: ExpiringCache::new("instance", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            domains: ExpiringCache::new("domain", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            credentials: ExpiringCache::new("credential", c.capacity, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
+            session_name: session_name_for_host(),
+            client,
+            identity,
+            clock,
+            config,
+            metrics,
+        })
+    }
+
+    /// The metrics registry this broker reports to.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Credentials for one request: the policy decides, the caches answer.
+    pub async fn credentials(self: &Arc<Self>, req: &CredentialRequest) -> Result<Answer, Arc<BrokerError>> {
+        let host = RegistryHost::parse(&req.registry)
+            .map_err(|e| Arc::new(BrokerError::bad_request("invalid_registry", format!("registry {:?}: {e}", req.registry))))?;
+        let annotations = Annotations::from_map(req.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| Arc::new(policy_error(e)))?;
+        let plan = crate::policy::plan(&host, annotations.as_ref(), &self.config.defaults, &self.config.aliyun.region)
+            .map_err(|e| Arc::new(policy_error(e)))?;
+        let chains = self.chains_for(&plan, req)?;
+        self.serve_plan(&plan, &chains, req.service_account_token.as_ref()).await
+    }
+
+    /// Turns the plan's role chains into cache keys, starting from the node or a service account.
+    fn chains_for(&self, plan: &Plan, req: &CredentialRequest) -> Result<Vec<ChainKey>, Arc<BrokerError>> {
+        let Some(token) = &req.service_account_token else {
+            return Ok(plan
+                .chains
+                .iter()
+                .map(|c| ChainKey { base: Base::Node, hops: Arc::from(c.0.as_slice()) })
+                .collect());
+        };
+        if self.config.oidc_provider_arn.is_none() {
+            return Err(Arc::new(BrokerError::bad_request(
+                "service_account_tokens_disabled",
+                "a service-account token was sent but [service_account_tokens] oidc_provider_arn is not configured",
+            )));
+        }
+        let first = plan.chains.first().and_then(|c| c.0.first()).cloned().ok_or_else(|| {
+            Arc::new(BrokerError::bad_request(
+                "service_account_role_missing",
+                "a service-account token needs the ServiceAccount annotation k8s.aliyun.com/acr-service-arns",
+            ))
+        })?;
+        let token_hash: [u8; 32] = sha2::Sha256::digest(token.expose_secret().as_bytes()).into();
+        // The token is exchanged for the first service role only; the user roles follow it.
+        Ok(plan
+            .chains
+            .iter()
+            .filter(|c| c.0.first() == Some(&first))
+            .map(|c| ChainKey {
+                base: Base::ServiceAccount { token_hash, role: first.clone() },
+                hops: Arc::from(&c.0[1..]),
+            })
+            .collect())
+    }
+
+    /// Whether the node identity can be obtained now (readiness).
+    pub async fn check_identity(self: &Arc<Self>) -> Result<(), Arc<BrokerError>> {
+        self.node_credentials().await.map(|_| ())
+    }
+
+    /// Publishes cache sizes and expiries to the metrics (called at scrape time).
+    pub fn publish_cache_stats(&self) {
+        let stats = [
+            self.node_identity.stats(),
+            self.sessions.stats(),
+            self.instances.stats(),
+            self.domains.stats(),
+            self.credentials.stats(),
+        ];
+        for (name, (n, soonest)) in crate::metrics::CACHES.iter().zip(stats) {
+            self.metrics.set_cache_stats(name, n, soonest);
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Warms the cache for `images` with the node defaults; one result per image, in order.
+    pub async fn prefetch(self: &Arc<Self>, images: &[String]) -> Vec<(String, Result<Answer, Arc<BrokerError>>)> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, image) in images.iter().enumerate() {
+            let (this, image) = (Arc::clone(self), image.clone());
+            set.spawn(async move {
+                let result = match crate::registry::host_from_image(&image) {
+                    Ok(host) => {
+                        let req = CredentialRequest { registry: host.as_str().to_owned(), ..Default::default() };
+                        this.credentials(&req).await
+                    }
+                    Err(e) => Err(Arc::new(BrokerError::bad_request("invalid_image", format!("image {image:?}: {e}")))),
+                };
+                (i, image, result)
+            });
+        }
+        let mut out: Vec<(usize, String, Result<Answer, Arc<BrokerError>>)> = Vec::with_capacity(images.len());
+        while let Some(joined) = set.join_next().await {
+            if let Ok(r) = joined {
+                out.push(r);
+            }
+        }
+        out.sort_by_key(|(i, _, _)| *i);
+        out.into_iter().map(|(_, image, r)| (image, r)).collect()
+    }
+
+    /// The RoleSessionName sent to STS.
+    pub fn session_name(&self) -> &str {
+        &self.session_name
+    }
+}
+
+fn policy_error(e: crate::policy::PolicyError) -> BrokerError {
+    use crate::policy::PolicyError;
+    match e {
+        PolicyError::NotAcrRegistry { host } => BrokerError::NotOurs { host: host.to_string(), reason: None },
+        other => BrokerError::BadRequest { code: other.code(), message: other.to_string() },
+    }
+}
+
+/// `acr-broker-<hostname>`, cut to STS's 64 characters of `[A-Za-z0-9.@_-]`.
+fn session_name_for_host() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let clean: String = host
+        .trim()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@') { c } else { '-' })
+        .collect();
+    let mut name = format!("acr-broker-{clean}");
+    name.truncate(64);
+    if name.ends_with('-') && clean.is_empty() {
+        name.pop();
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_name_is_valid_for_sts() {
+        let n = session_name_for_host();
+        assert!((2..=64).contains(&n.len()), "{n}");
+        assert!(n.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@')), "{n}");
+    }
+}

@@ -1,0 +1,341 @@
+//! Expiring caches on moka: one coalesced load per key, refresh ahead of expiry, stale-while-valid,
+//! and brief memory of terminal denials.
+//!
+//! moka's own clock cannot be injected, so each entry carries its times and freshness is decided
+//! by two pure functions over our [`Clock`](crate::clock::Clock): [`Schedule::is_usable`] and
+//! [`Schedule::should_refresh`]. The three-way rule of STYLE.md §6 lives in
+//! [`ExpiringCache::get_or_load`]: a fresh entry is served; a usable entry past its refresh point
+//! is served while one background refresh runs; an unusable entry is never served.
+
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::broker::BrokerError;
+use crate::clock::SharedClock;
+use crate::config::CacheConfig;
+use crate::metrics::{CacheEvent, Metrics};
+
+/// Something with an upstream expiry.
+pub trait Expiring {
+    /// When upstream says this value stops working.
+    fn expires_at(&self) -> SystemTime;
+}
+
+/// When an entry is refreshed, how long it is served, and when it is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Start a background refresh at or after this time.
+    pub refresh_at: SystemTime,
+    /// Serve the entry only before this time.
+    pub usable_until: SystemTime,
+    /// Upstream expiry less the safety margin.
+    pub expires_at: SystemTime,
+}
+
+impl Schedule {
+    /// Plans an entry fetched at `fetched` that upstream says expires at `upstream_expiry`.
+    ///
+    /// Example with the defaults (margin 60 s, minimum remaining 120 s, refresh at 50 % ± 10 %):
+    /// a one-hour credential fetched at 12:00 is refreshed between 12:24 and 12:36, is served
+    /// until 12:57 at the latest if refreshes keep failing, and counts as expired from 12:59.
+    /// Margins are capped at 10 % and 25 % of the lifetime so short-lived credentials stay useful.
+    pub fn plan(fetched: SystemTime, upstream_expiry: SystemTime, cfg: &CacheConfig, unit_random: f64) -> Schedule {
+        let lifetime = upstream_expiry.duration_since(fetched).unwrap_or_default();
+        let margin = cfg.expiry_margin.min(lifetime / 10);
+        let expires_at = upstream_expiry - margin;
+        let min_remaining = cfg.min_remaining.min(lifetime / 4);
+        let usable_until = expires_at - min_remaining;
+        let spread = cfg.refresh_jitter * (2.0 * unit_random.clamp(0.0, 1.0) - 1.0);
+        let fraction = (cfg.refresh_fraction + spread).clamp(0.05, 0.95);
+        let refresh_at = (fetched + lifetime.mul_f64(fraction)).min(usable_until);
+        Schedule { refresh_at, usable_until, expires_at }
+    }
+
+    /// True while the entry may be handed out.
+    pub fn is_usable(&self, now: SystemTime) -> bool {
+        now < self.usable_until
+    }
+
+    /// True once a background refresh should start.
+    pub fn should_refresh(&self, now: SystemTime) -> bool {
+        now >= self.refresh_at
+    }
+}
+
+/// A cached value with its schedule and refresh state.
+#[derive(Debug)]
+pub struct Entry<T> {
+    /// The value, shared with every caller.
+    pub value: Arc<T>,
+    /// When it was fetched.
+    pub fetched_at: SystemTime,
+    /// Its freshness plan.
+    pub schedule: Schedule,
+    refreshing: AtomicBool,
+    /// No refresh attempt before this time (ms since epoch), after a failed one.
+    retry_after_ms: AtomicU64,
+}
+
+/// How a lookup was served, for metrics and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A fresh entry.
+    Hit,
+    /// A valid entry past its refresh point; a refresh runs in the background.
+    Stale,
+    /// Loaded upstream by this caller.
+    Miss,
+    /// Waited on a load another caller started.
+    Coalesced,
+}
+
+impl Outcome {
+    /// The label used in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Stale => "stale",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Slot<T> {
+    Ready(Arc<Entry<T>>),
+    Failed { error: Arc<BrokerError>, until: SystemTime },
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Ready(e) => Slot::Ready(Arc::clone(e)),
+            Slot::Failed { error, until } => Slot::Failed { error: Arc::clone(error), until: *until },
+        }
+    }
+}
+
+/// Share of its lifetime within which an entry counts as young.
+pub const YOUNG_FRACTION: f64 = 0.1;
+
+impl<T> Entry<T> {
+    /// True while the entry is within the first [`YOUNG_FRACTION`] of its lifetime.
+    pub fn is_young(&self, now: SystemTime) -> bool {
+        let lifetime = self.schedule.expires_at.duration_since(self.fetched_at).unwrap_or_default();
+        now.duration_since(self.fetched_at).unwrap_or_default() <= lifetime.mul_f64(YOUNG_FRACTION)
+    }
+}
+
+impl<T> Slot<T> {
+    fn still_good(&self, now: SystemTime) -> bool {
+        match self {
+            Slot::Ready(e) => e.schedule.is_usable(now),
+            Slot::Failed { until, .. } => now < *until,
+        }
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// One named cache of expiring values keyed by `K`.
+pub struct ExpiringCache<K, T> {
+    name: &'static str,
+    inner: moka::future::Cache<K, Slot<T>>,
+    clock: SharedClock,
+    config: CacheConfig,
+    metrics: Arc<Metrics>,
+}
+
+impl<K, T> std::fmt::Debug for ExpiringCache<K, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExpiringCache").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl<K, T> ExpiringCache<K, T>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Expiring + Send + Sync + 'static,
+{
+    /// A cache named `name` (one of [`crate::metrics::CACHES`]) holding up to `capacity` keys.
+    pub fn new(name: &'static str, capacity: u64, config: CacheConfig, clock: SharedClock, metrics: Arc<Metrics>) -> Self {
+        let inner = moka::future::Cache::builder().max_capacity(capacity).time_to_idle(config.idle).build();
+        ExpiringCache { name, inner, clock, config, metrics }
+    }
+
+    /// Returns a usable value for `key`, loading it with `load` when there is none.
+    ///
+    /// Concurrent callers of a missing key share one `load`. A usable entry past its refresh
+    /// point is returned at once and refreshed by one background task; if that refresh fails the
+    /// old entry keeps being served while it is usable. A terminal denial is remembered for
+    /// the negative TTL; any other failure is handed to the callers that waited for it and then
+    /// forgotten.
+    pub async fn get_or_load<F, Fut>(&self, key: &K, load: F) -> Result<(Arc<T>, Outcome), Arc<BrokerError>>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        self.lookup(key, false, load).await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), but accepts only an entry fetched within the
+    /// first tenth of its lifetime, loading a new one otherwise.
+    ///
+    /// Used for the last hop of a role chain: a registry credential minted with an old session
+    /// would inherit that session's short remaining life.
+    pub async fn get_or_load_young<F, Fut>(&self, key: &K, load: F) -> Result<(Arc<T>, Outcome), Arc<BrokerError>>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        self.lookup(key, true, load).await
+    }
+
+    async fn lookup<F, Fut>(&self, key: &K, young: bool, load: F) -> Result<(Arc<T>, Outcome), Arc<BrokerError>>
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        let now = self.clock.now();
+        match self.inner.get(key).await {
+            Some(Slot::Ready(entry)) if young && !entry.is_young(now) => {}
+            Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) => {
+                if entry.schedule.should_refresh(now) {
+                    self.metrics.cache_event(self.name, CacheEvent::StaleServed);
+                    self.refresh_in_background(key, &entry, Arc::new(load));
+                    return Ok((Arc::clone(&entry.value), Outcome::Stale));
+                }
+                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                return Ok((Arc::clone(&entry.value), Outcome::Hit));
+            }
+            Some(Slot::Failed { error, until }) if now < until => {
+                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                return Err(error);
+            }
+            _ => {}
+        }
+        let clock = Arc::clone(&self.clock);
+        let entry = self
+            .inner
+            .entry_by_ref(key)
+            .or_insert_with_if(self.load_slot(&load), move |slot| {
+                let now = clock.now();
+                !slot.still_good(now) || (young && matches!(slot, Slot::Ready(e) if !e.is_young(now)))
+            })
+            .await;
+        let outcome = if entry.is_fresh() { Outcome::Miss } else { Outcome::Coalesced };
+        self.metrics.cache_event(
+            self.name,
+            if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced },
+        );
+        match entry.into_value() {
+            Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
+            Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
+            Slot::Failed { error, .. } => Err(error),
+        }
+    }
+
+    /// Loads and wraps one value, turning failures into a slot (remembered if terminal).
+    fn load_slot<F, Fut>(&self, load: &F) -> impl Future<Output = Slot<T>> + Send + 'static
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        let fut = load();
+        let clock = Arc::clone(&self.clock);
+        let config = self.config.clone();
+        async move {
+            let result = fut.await;
+            let now = clock.now();
+            match result {
+                Ok(v) => Slot::Ready(Arc::new(make_entry(v, now, &config))),
+                Err(e) => {
+                    let until = if e.is_terminal() { now + config.negative_ttl } else { now };
+                    Slot::Failed { error: Arc::new(e), until }
+                }
+            }
+        }
+    }
+
+    fn refresh_in_background<F, Fut>(&self, key: &K, entry: &Arc<Entry<T>>, load: Arc<F>)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
+    {
+        let now = self.clock.now();
+        if millis(now) < entry.retry_after_ms.load(Ordering::Relaxed) {
+            return;
+        }
+        if entry.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (inner, clock, config, metrics, name) =
+            (self.inner.clone(), Arc::clone(&self.clock), self.config.clone(), Arc::clone(&self.metrics), self.name);
+        let (key, entry) = (key.clone(), Arc::clone(entry));
+        tokio::spawn(async move {
+            let result = load().await;
+            let now = clock.now();
+            match result {
+                Ok(v) => {
+                    metrics.cache_event(name, CacheEvent::RefreshOk);
+                    inner.insert(key, Slot::Ready(Arc::new(make_entry(v, now, &config)))).await;
+                }
+                Err(e) => {
+                    metrics.cache_event(name, CacheEvent::RefreshFailed);
+                    let left = entry.schedule.usable_until.duration_since(now).unwrap_or_default();
+                    // Try again soon, but not on every request: a tenth of what is left, 1 s to 30 s.
+                    let pause = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));
+                    entry.retry_after_ms.store(millis(now + pause), Ordering::Relaxed);
+                    tracing::warn!(cache = name, code = e.code(), error = %e,
+                        remaining_secs = left.as_secs(), "refresh failed; serving the cached value while it is valid");
+                }
+            }
+            entry.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Drops one key (used when upstream says a cached value no longer works).
+    pub async fn invalidate(&self, key: &K) {
+        self.inner.invalidate(key).await;
+    }
+
+    /// Entry count and time until the soonest usable-until among ready entries.
+    pub fn stats(&self) -> (u64, Option<Duration>) {
+        let now = self.clock.now();
+        let mut soonest: Option<Duration> = None;
+        let mut count = 0u64;
+        for (_, slot) in self.inner.iter() {
+            count += 1;
+            if let Slot::Ready(e) = slot {
+                let left = e.schedule.usable_until.duration_since(now).unwrap_or_default();
+                soonest = Some(soonest.map_or(left, |s| s.min(left)));
+            }
+        }
+        (count, soonest)
+    }
+
+    /// The cache's name in metrics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+fn make_entry<T: Expiring>(value: T, now: SystemTime, config: &CacheConfig) -> Entry<T> {
+    let schedule = Schedule::plan(now, value.expires_at(), config, rand::random::<f64>());
+    Entry {
+        value: Arc::new(value),
+        fetched_at: now,
+        schedule,
+        refreshing: AtomicBool::new(false),
+        retry_after_ms: AtomicU64::new(0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

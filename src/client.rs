@@ -1,0 +1,569 @@
+//! The socket client the runtime-facing shims share (docker helper, kubelet plugin, `get`).
+//!
+//! One call is one HTTP/1.1 request over one fresh unix-socket connection, driven by a
+//! current-thread tokio runtime built inside the call: a credential helper is exec'd once per
+//! pull, so it must start in a millisecond or two and must not spin up a thread pool.
+//! The answer is typed ([`Answer`]); a daemon that cannot be reached is a [`ClientError`] whose
+//! message says which socket was tried and what to check.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+#[cfg(test)]
+pub(crate) mod fake_daemon;
+
+/// Environment variable that names the daemon socket (`ACR_BROKER_SOCKET`).
+pub const SOCKET_ENV: &str = "ACR_BROKER_SOCKET";
+
+/// Where the daemon listens when `ACR_BROKER_SOCKET` is unset: `/run/acr-broker/broker.sock`.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/acr-broker/broker.sock";
+
+/// Default time for the whole exchange (connect, request, answer): 10 s.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest answer body read from the daemon (64 KiB); a credential answer is well under 1 KiB.
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+/// The daemon socket path: `$ACR_BROKER_SOCKET` when set and non-empty, else the default.
+pub fn socket_path() -> PathBuf {
+    match std::env::var_os(SOCKET_ENV) {
+        Some(v) if !v.is_empty() => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_SOCKET_PATH),
+    }
+}
+
+/// A credential request for `POST /v1/credentials` (what the kubelet plugin sends).
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsRequest {
+    /// Registry as `host[:port]`.
+    pub registry: String,
+    /// The image reference being pulled, when known.
+    pub image: Option<String>,
+    /// The `k8s.aliyun.com/acr-*` annotations that select instance and role chain.
+    pub annotations: BTreeMap<String, String>,
+    /// A service-account token the kubelet minted for the pod, when configured.
+    pub service_account_token: Option<Secret>,
+    /// All annotations of the pod's ServiceAccount that the kubelet passed along.
+    pub service_account_annotations: BTreeMap<String, String>,
+}
+
+impl CredentialsRequest {
+    /// The JSON body; the token is exposed here because this is where it goes on the wire.
+    fn to_json(&self) -> Vec<u8> {
+        let mut body = serde_json::Map::new();
+        body.insert("registry".into(), self.registry.clone().into());
+        if let Some(image) = &self.image {
+            body.insert("image".into(), image.clone().into());
+        }
+        body.insert("annotations".into(), map_value(&self.annotations));
+        if let Some(token) = &self.service_account_token {
+            body.insert("service_account_token".into(), token.expose_secret().into());
+        }
+        if !self.service_account_annotations.is_empty() {
+            body.insert(
+                "service_account_annotations".into(),
+                map_value(&self.service_account_annotations),
+            );
+        }
+        serde_json::Value::Object(body).to_string().into_bytes()
+    }
+}
+
+fn map_value(m: &BTreeMap<String, String>) -> serde_json::Value {
+    serde_json::Value::Object(
+        m.iter()
+            .map(|(k, v)| (k.clone(), v.clone().into()))
+            .collect(),
+    )
+}
+
+/// The daemon's 200 answer: a registry login valid until `expires_at`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CredentialsAnswer {
+    /// Registry user name.
+    pub username: String,
+    /// Registry password (temporary token).
+    pub password: Secret,
+    /// When the password stops working.
+    #[serde(deserialize_with = "de_rfc3339")]
+    pub expires_at: SystemTime,
+    /// The registry the answer is for, `host[:port]`.
+    pub registry: String,
+    /// Region of the registry instance.
+    #[serde(default)]
+    pub region: String,
+    /// Enterprise Edition instance id; `None` for Personal Edition.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// `enterprise` or `personal`.
+    #[serde(default)]
+    pub edition: String,
+}
+
+fn de_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::clock::parse_rfc3339(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("expires_at {s:?} is not an RFC 3339 time"))
+    })
+}
+
+/// What the daemon said.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// 200: credentials for the registry.
+    Credentials(CredentialsAnswer),
+    /// 404 `not_acr_registry`: the registry is not ACR; the caller should fall back.
+    NotOurs {
+        /// The daemon's explanation.
+        message: String,
+    },
+    /// Any other status: bad input, denied, upstream trouble.
+    Error {
+        /// HTTP status code.
+        status: u16,
+        /// Machine-readable code (`invalid_request`, an upstream code, ...); empty if absent.
+        code: String,
+        /// One-line explanation from the daemon.
+        message: String,
+        /// Seconds to wait before retrying (`Retry-After`), when the daemon said so.
+        retry_after: Option<u64>,
+    },
+}
+
+/// Why no answer came back from the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The socket could not be connected to; the message says what to check.
+    #[error("cannot reach acr-broker at {}: {}", path.display(), connect_hint(path, source))]
+    Connect {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The daemon did not answer within the timeout.
+    #[error("acr-broker at {} did not answer within {}s", path.display(), after.as_secs_f32())]
+    Timeout {
+        /// The socket path tried.
+        path: PathBuf,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The daemon answered something that is not the expected HTTP/JSON.
+    #[error("bad answer from acr-broker at {}: {detail}", path.display())]
+    Protocol {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The local async runtime could not start (resource exhaustion).
+    #[error("cannot start the client runtime: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+fn connect_hint(path: &Path, err: &io::Error) -> String {
+    let run = "is acr-broker running? (systemctl status acr-broker); \
+               set ACR_BROKER_SOCKET if it listens elsewhere";
+    match err.kind() {
+        io::ErrorKind::NotFound => format!("socket does not exist; {run}"),
+        io::ErrorKind::PermissionDenied => format!(
+            "permission denied; the socket is restricted to its group: \
+             run as a member of that group (ls -l {}) or as root",
+            path.display()
+        ),
+        io::ErrorKind::ConnectionRefused => {
+            format!("socket exists but nothing is listening (stale socket); {run}")
+        }
+        _ if !path.exists() => format!("{err}; socket does not exist; {run}"),
+        _ => format!("{err}; {run}"),
+    }
+}
+
+/// A one-request client for the daemon socket.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    socket: PathBuf,
+    timeout: Duration,
+    user_agent: String,
+}
+
+impl BrokerClient {
+    /// A client for the socket at `socket`, with [`DEFAULT_TIMEOUT`].
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        BrokerClient {
+            socket: socket.into(),
+            timeout: DEFAULT_TIMEOUT,
+            user_agent: format!("acr-broker-client/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
+    /// A client for [`socket_path()`].
+    pub fn from_env() -> Self {
+        Self::new(socket_path())
+    }
+
+    /// Sets the limit for the whole exchange.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets the `User-Agent` sent to the daemon (which shim is asking, for its logs).
+    pub fn with_user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = agent.into();
+        self
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /v1/credentials/{registry}`: credentials under the node's default policy.
+    pub fn get_credentials(&self, registry: &str) -> Result<Answer, ClientError> {
+        let path = format!("/v1/credentials/{}", percent_encode(registry));
+        self.call(http::Method::GET, &path, None)
+    }
+
+    /// `POST /v1/credentials`: credentials for a request carrying image and annotations.
+    pub fn post_credentials(&self, request: &CredentialsRequest) -> Result<Answer, ClientError> {
+        self.call(
+            http::Method::POST,
+            "/v1/credentials",
+            Some(request.to_json()),
+        )
+    }
+
+    fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(ClientError::Runtime)?;
+        let exchange = self.exchange(method, path, body);
+        let (status, retry_after, bytes) = rt.block_on(async {
+            match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(ClientError::Timeout {
+                    path: self.socket.clone(),
+                    after: self.timeout,
+                }),
+            }
+        })?;
+        decode_answer(&self.socket, status, retry_after, &bytes)
+    }
+
+    async fn exchange(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
+        let protocol = |detail: String| ClientError::Protocol {
+            path: self.socket.clone(),
+            detail,
+        };
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| protocol(format!("HTTP handshake failed: {e}")))?;
+        let driver = tokio::spawn(conn);
+        let mut builder = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, "localhost")
+            .header(http::header::USER_AGENT, self.user_agent.as_str())
+            .header(http::header::ACCEPT, "application/json");
+        if body.is_some() {
+            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| protocol(format!("cannot build request for {path}: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| protocol(format!("request failed: {e}")))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|e| protocol(format!("reading the answer failed: {e}")))?
+            .to_bytes();
+        drop(sender);
+        driver.abort();
+        Ok((status, retry_after, bytes))
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorEnvelope {
+    error: ErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// Turns status + body into an [`Answer`]; malformed bodies become [`ClientError::Protocol`].
+fn decode_answer(
+    socket: &Path,
+    status: u16,
+    retry_after: Option<u64>,
+    body: &[u8],
+) -> Result<Answer, ClientError> {
+    let protocol = |detail: String| ClientError::Protocol {
+        path: socket.to_path_buf(),
+        detail,
+    };
+    if status == 200 {
+        return serde_json::from_slice::<CredentialsAnswer>(body)
+            .map(Answer::Credentials)
+            .map_err(|e| protocol(format!("200 answer is not a credentials object: {e}")));
+    }
+    let (code, message) = match serde_json::from_slice::<ErrorEnvelope>(body) {
+        Ok(env) => (one_line(&env.error.code), one_line(&env.error.message)),
+        Err(_) => (String::new(), one_line(&String::from_utf8_lossy(body))),
+    };
+    if status == 404 && code == "not_acr_registry" {
+        return Ok(Answer::NotOurs { message });
+    }
+    Ok(Answer::Error {
+        status,
+        code,
+        message,
+        retry_after,
+    })
+}
+
+/// Collapses control characters (newlines) and trims, capping at 300 characters, so a daemon
+/// message fits the one line a credential helper may print.
+pub fn one_line(s: &str) -> String {
+    let flat: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    flat.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Percent-encodes everything outside RFC 3986 "unreserved" (`host:5000` → `host%3A5000`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake_daemon::FakeDaemon;
+    use super::*;
+
+    const OK: &str = r#"{"username":"cr_temp_user","password":"pw-123","expires_at":"2030-01-01T00:00:00Z","registry":"demo-registry.cn-hangzhou.cr.aliyuncs.com","region":"cn-hangzhou","instance_id":"cri-abc","edition":"enterprise"}"#;
+
+    #[test]
+    fn get_encodes_the_registry_and_decodes_credentials() {
+        let daemon = FakeDaemon::answering(200, OK);
+        let answer = BrokerClient::new(daemon.socket())
+            .get_credentials("127.0.0.1:5000")
+            .unwrap();
+        let Answer::Credentials(c) = answer else {
+            panic!("expected credentials, got {answer:?}")
+        };
+        assert_eq!(c.username, "cr_temp_user");
+        assert_eq!(c.password.expose_secret(), "pw-123");
+        assert_eq!(crate::clock::rfc3339(c.expires_at), "2030-01-01T00:00:00Z");
+        assert_eq!(c.instance_id.as_deref(), Some("cri-abc"));
+        let seen = daemon.seen();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].method, "GET");
+        assert_eq!(seen[0].path, "/v1/credentials/127.0.0.1%3A5000");
+    }
+
+    #[test]
+    fn post_sends_the_body_fields() {
+        let daemon = FakeDaemon::answering(200, OK);
+        let req = CredentialsRequest {
+            registry: "r.example".into(),
+            image: Some("r.example/ns/app".into()),
+            annotations: [(
+                "k8s.aliyun.com/acr-instance-ids".to_owned(),
+                "cri-x".to_owned(),
+            )]
+            .into(),
+            service_account_token: Some(Secret::from("sa-token")),
+            service_account_annotations: [("a".to_owned(), "b".to_owned())].into(),
+        };
+        BrokerClient::new(daemon.socket())
+            .post_credentials(&req)
+            .unwrap();
+        let seen = &daemon.seen()[0];
+        assert_eq!(
+            (seen.method.as_str(), seen.path.as_str()),
+            ("POST", "/v1/credentials")
+        );
+        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"registry":"r.example","image":"r.example/ns/app",
+                "annotations":{"k8s.aliyun.com/acr-instance-ids":"cri-x"},
+                "service_account_token":"sa-token","service_account_annotations":{"a":"b"}})
+        );
+    }
+
+    #[test]
+    fn not_acr_registry_is_not_ours_other_404_is_an_error() {
+        let daemon = FakeDaemon::answering(
+            404,
+            r#"{"error":{"code":"not_acr_registry","message":"docker.io is not ACR"}}"#,
+        );
+        let answer = BrokerClient::new(daemon.socket())
+            .get_credentials("docker.io")
+            .unwrap();
+        assert!(
+            matches!(answer, Answer::NotOurs { ref message } if message == "docker.io is not ACR")
+        );
+        let daemon = FakeDaemon::answering(404, "no such route");
+        let answer = BrokerClient::new(daemon.socket())
+            .get_credentials("docker.io")
+            .unwrap();
+        assert!(matches!(answer, Answer::Error { status: 404, ref code, .. } if code.is_empty()));
+    }
+
+    #[test]
+    fn error_carries_code_message_and_retry_after() {
+        let daemon = FakeDaemon::start(|_| {
+            (
+                503,
+                vec![("retry-after", "7".to_owned())],
+                r#"{"error":{"code":"Throttling","message":"slow\ndown"}}"#.to_owned(),
+            )
+        });
+        let answer = BrokerClient::new(daemon.socket())
+            .get_credentials("h")
+            .unwrap();
+        let Answer::Error {
+            status,
+            code,
+            message,
+            retry_after,
+        } = answer
+        else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(
+            (status, code.as_str(), message.as_str(), retry_after),
+            (503, "Throttling", "slow down", Some(7))
+        );
+    }
+
+    #[test]
+    fn malformed_success_body_is_a_protocol_error() {
+        for body in [
+            "not json",
+            r#"{"username":"u"}"#,
+            r#"{"username":"u","password":"p","expires_at":"soon","registry":"r"}"#,
+        ] {
+            let daemon = FakeDaemon::answering(200, body);
+            let err = BrokerClient::new(daemon.socket())
+                .get_credentials("h")
+                .unwrap_err();
+            assert!(matches!(err, ClientError::Protocol { .. }), "{body}: {err}");
+            assert!(
+                err.to_string().contains("not a credentials object"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_socket_names_the_path_and_what_to_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.sock");
+        let err = BrokerClient::new(&path).get_credentials("h").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("socket does not exist"), "{msg}");
+        assert!(msg.contains("systemctl status acr-broker"), "{msg}");
+    }
+
+    #[test]
+    fn stale_socket_says_nothing_is_listening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let msg = BrokerClient::new(&path)
+            .get_credentials("h")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("nothing is listening"), "{msg}");
+    }
+
+    #[test]
+    fn permission_hint_mentions_the_group() {
+        let err = io::Error::from(io::ErrorKind::PermissionDenied);
+        let hint = connect_hint(Path::new("/run/acr-broker/broker.sock"), &err);
+        assert!(
+            hint.contains("group") && hint.contains("ls -l /run/acr-broker/broker.sock"),
+            "{hint}"
+        );
+    }
+
+    #[test]
+    fn silent_daemon_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mute.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let client = BrokerClient::new(&path).with_timeout(Duration::from_millis(100));
+        let err = client.get_credentials("h").unwrap_err();
+        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+    }
+
+    #[test]
+    fn percent_encode_keeps_unreserved_only() {
+        assert_eq!(percent_encode("a-b.c_d~9"), "a-b.c_d~9");
+        assert_eq!(percent_encode("h:5000/x y"), "h%3A5000%2Fx%20y");
+    }
+
+    #[test]
+    fn one_line_flattens_and_caps() {
+        assert_eq!(one_line(" a\n\tb\r\nc "), "a b c");
+        assert_eq!(one_line(&"x".repeat(1000)).len(), 300);
+    }
+}

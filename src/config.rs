@@ -1,0 +1,681 @@
+//! The daemon's TOML configuration: parsed strictly, validated completely, reported all at once.
+//!
+//! Unknown keys are rejected by name (a typo must not silently fall back to a default). Every
+//! semantic problem is collected with the line it stands on, so `acr-broker check-config` shows
+//! them all in one run (STYLE.md §9).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ids::Region;
+use crate::policy::Annotations;
+use crate::secret::Secret;
+
+/// Default unix socket path of the daemon API.
+pub const DEFAULT_SOCKET: &str = "/run/acr-broker/broker.sock";
+/// Default metrics and health listener: loopback only, port 9465.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:9465";
+/// Default ECS metadata service base URL.
+pub const DEFAULT_METADATA: &str = "http://100.100.100.200";
+/// Default ACR endpoint template; `{region}` is replaced per call.
+pub const DEFAULT_CR_ENDPOINT: &str = "https://cr.{region}.aliyuncs.com";
+/// Default STS endpoint template (regional STS); `{region}` is the node's region.
+pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.{region}.aliyuncs.com";
+
+/// A configuration problem, with the line it was found on when known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 1-based line in the file, when the key could be located.
+    pub line: Option<usize>,
+    /// The key, as `section.key`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}: {}", self.key, self.message),
+            None => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} problem(s) in {source_name}:\n{}", issues.len(), issues.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// File name or `<string>`.
+    pub source_name: String,
+    /// The problems, in file order where known.
+    pub issues: Vec<ConfigIssue>,
+}
+
+/// Which base identity the node uses.
+#[derive(Debug, Clone)]
+pub enum IdentityConfig {
+    /// The SDK order: environment, then OIDC env, then ECS RAM role.
+    Default,
+    /// `ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET` / `_SECURITY_TOKEN`.
+    Env,
+    /// A long-term access key written in the config (prefer `ecs-ram-role`).
+    Static { access_key_id: String, access_key_secret: Secret, security_token: Option<Secret> },
+    /// The instance's RAM role from the metadata service.
+    EcsRamRole { role_name: Option<String>, imdsv1_disabled: bool },
+    /// RRSA: a service-account token file exchanged with AssumeRoleWithOIDC.
+    Oidc { role_arn: String, provider_arn: String, token_file: PathBuf },
+}
+
+/// Cache knobs (see the `[cache]` table in the README).
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Upper bound on cached registry credentials.
+    pub capacity: u64,
+    /// Fraction of an entry's lifetime after which it is refreshed in the background.
+    pub refresh_fraction: f64,
+    /// Random spread added to the refresh point, as a fraction of the lifetime (±).
+    pub refresh_jitter: f64,
+    /// Subtracted from every upstream expiry (capped at 10 % of the lifetime).
+    pub expiry_margin: Duration,
+    /// A credential is served only while at least this much is left (capped at 25 % of its lifetime).
+    pub min_remaining: Duration,
+    /// How long a terminal denial is remembered.
+    pub negative_ttl: Duration,
+    /// Keys unused this long are dropped.
+    pub idle: Duration,
+    /// DurationSeconds asked of STS for each hop.
+    pub session_duration: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            capacity: 100_000,
+            refresh_fraction: 0.5,
+            refresh_jitter: 0.1,
+            expiry_margin: Duration::from_secs(60),
+            min_remaining: Duration::from_secs(120),
+            negative_ttl: Duration::from_secs(30),
+            idle: Duration::from_secs(3600),
+            session_duration: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Upstream budget knobs (see the `[upstream]` table in the README).
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Sustained STS calls per second from this node.
+    pub sts_rate_per_second: f64,
+    /// STS calls allowed in a burst.
+    pub sts_burst: u32,
+    /// Upstream calls (all APIs) in flight at once.
+    pub max_concurrent: usize,
+    /// Attempts per upstream call, the first included.
+    pub max_attempts: u32,
+    /// First backoff step; doubles per attempt, full jitter.
+    pub backoff_base: Duration,
+    /// Largest backoff step.
+    pub backoff_max: Duration,
+    /// Timeout of one cloud API call.
+    pub api_timeout: Duration,
+    /// Timeout of one metadata call.
+    pub metadata_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            sts_rate_per_second: 10.0,
+            sts_burst: 20,
+            max_concurrent: 32,
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+            api_timeout: Duration::from_secs(5),
+            metadata_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Listener and access settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Unix socket of the API.
+    pub socket: PathBuf,
+    /// File mode of the socket.
+    pub socket_mode: u32,
+    /// Group owning the socket (name or number); `None` leaves the process group.
+    pub socket_group: Option<String>,
+    /// Optional loopback TCP listener for the API.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Metrics and health listener (loopback).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Peer uids allowed on the socket (root is always allowed).
+    pub allowed_uids: Vec<u32>,
+    /// Peer gids allowed on the socket.
+    pub allowed_gids: Vec<u32>,
+    /// Connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Time allowed to send request headers.
+    pub header_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: 0o660,
+            socket_group: None,
+            listen: None,
+            metrics: DEFAULT_METRICS.parse().ok(),
+            allowed_uids: vec![0],
+            allowed_gids: Vec::new(),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Cloud endpoints and region.
+#[derive(Debug, Clone)]
+pub struct AliyunConfig {
+    /// The node's region: the default for instance ids without a region prefix.
+    pub region: Region,
+    /// STS base URL (a `{region}` placeholder is filled with `region`).
+    pub sts_endpoint: String,
+    /// ACR endpoint template with `{region}`.
+    pub cr_endpoint: String,
+    /// Metadata service base URL.
+    pub metadata_endpoint: String,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listeners.
+    pub server: ServerConfig,
+    /// Node identity source.
+    pub identity: IdentityConfig,
+    /// Endpoints and region.
+    pub aliyun: AliyunConfig,
+    /// Node-wide annotations, used for requests that carry none.
+    pub defaults: Annotations,
+    /// RRSA provider for kubelet service-account tokens.
+    pub oidc_provider_arn: Option<String>,
+    /// Cache knobs.
+    pub cache: CacheConfig,
+    /// Upstream budget.
+    pub upstream: UpstreamConfig,
+    /// Extra registry token realm hosts allowed besides `dockerauth*.aliyuncs.com`.
+    pub allowed_realm_hosts: Vec<String>,
+    /// Images warmed at boot.
+    pub prefetch: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    identity: RawIdentity,
+    aliyun: Option<RawAliyun>,
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    service_account_tokens: RawSaTokens,
+    #[serde(default)]
+    cache: RawCache,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    registry_token: RawRegistryToken,
+    #[serde(default)]
+    prefetch: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    socket: Option<PathBuf>,
+    socket_mode: Option<String>,
+    socket_group: Option<String>,
+    listen: Option<String>,
+    metrics: Option<String>,
+    allowed_uids: Option<Vec<u32>>,
+    allowed_gids: Option<Vec<u32>>,
+    max_connections: Option<usize>,
+    header_timeout_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawIdentity {
+    source: Option<String>,
+    access_key_id: Option<String>,
+    access_key_secret: Option<Secret>,
+    security_token: Option<Secret>,
+    role_name: Option<String>,
+    imdsv1_disabled: Option<bool>,
+    role_arn: Option<String>,
+    oidc_provider_arn: Option<String>,
+    oidc_token_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAliyun {
+    region: String,
+    sts_endpoint: Option<String>,
+    cr_endpoint: Option<String>,
+    metadata_endpoint: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    acr_instance_ids: Vec<String>,
+    #[serde(default)]
+    acr_service_arns: Vec<String>,
+    #[serde(default)]
+    acr_user_arns: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSaTokens {
+    oidc_provider_arn: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    capacity: Option<u64>,
+    refresh_fraction: Option<f64>,
+    refresh_jitter: Option<f64>,
+    expiry_margin_seconds: Option<u64>,
+    min_remaining_seconds: Option<u64>,
+    negative_ttl_seconds: Option<u64>,
+    idle_seconds: Option<u64>,
+    session_duration_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    sts_rate_per_second: Option<f64>,
+    sts_burst: Option<u32>,
+    max_concurrent: Option<usize>,
+    max_attempts: Option<u32>,
+    backoff_base_ms: Option<u64>,
+    backoff_max_ms: Option<u64>,
+    api_timeout_ms: Option<u64>,
+    metadata_timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRegistryToken {
+    #[serde(default)]
+    allowed_realm_hosts: Vec<String>,
+}
+
+/// Collects issues while validating, locating each key's line in the source.
+struct Issues<'a> {
+    source: &'a str,
+    list: Vec<ConfigIssue>,
+}
+
+impl Issues<'_> {
+    fn push(&mut self, section: &str, key: &str, message: impl Into<String>) {
+        let line = line_of(self.source, section, key);
+        let key = if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") };
+        self.list.push(ConfigIssue { line, key, message: message.into() });
+    }
+}
+
+/// Finds the 1-based line of `key` inside `[section]` (or at top level when `section` is empty).
+fn line_of(source: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in source.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            continue;
+        }
+        if current == section && t.split('=').next().map(str::trim) == Some(key) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: name.clone(),
+            issues: vec![ConfigIssue { line: None, key: String::from("<file>"), message: format!("cannot read: {e}") }],
+        })?;
+        Config::from_toml(&text, &name)
+    }
+
+    /// Parses and validates TOML text; `name` labels the errors.
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError {
+                source_name: name.to_owned(),
+                issues: vec![ConfigIssue { line, key: String::from("<syntax>"), message: e.message().to_owned() }],
+            }
+        })?;
+        let mut issues = Issues { source: text, list: Vec::new() };
+        let config = validate(raw, &mut issues);
+        match config {
+            Some(c) if issues.list.is_empty() => Ok(c),
+            _ => Err(ConfigError { source_name: name.to_owned(), issues: issues.list }),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
+    let server = validate_server(raw.server, issues);
+    let identity = validate_identity(raw.identity, issues);
+    let aliyun = match raw.aliyun {
+        Some(a) => validate_aliyun(a, issues),
+        None => {
+            issues.push("aliyun", "region", "missing: the node's region is required (e.g. region = \"cn-hangzhou\")");
+            None
+        }
+    };
+    let defaults = validate_defaults(raw.defaults, issues);
+    let oidc_provider_arn = raw.service_account_tokens.oidc_provider_arn.and_then(|arn| {
+        match crate::ids::OidcProviderArn::try_from(arn.as_str()) {
+            Ok(_) => Some(arn),
+            Err(e) => {
+                issues.push("service_account_tokens", "oidc_provider_arn", e.to_string());
+                None
+            }
+        }
+    });
+    let cache = validate_cache(raw.cache, issues);
+    let upstream = validate_upstream(raw.upstream, issues);
+    let mut allowed_realm_hosts = Vec::new();
+    for h in raw.registry_token.allowed_realm_hosts {
+        match crate::registry::RegistryHost::parse(&h) {
+            Ok(host) => allowed_realm_hosts.push(host.as_str().to_owned()),
+            Err(e) => issues.push("registry_token", "allowed_realm_hosts", format!("{h:?}: {e}")),
+        }
+    }
+    for image in &raw.prefetch {
+        if let Err(e) = crate::registry::host_from_image(image) {
+            issues.push("", "prefetch", format!("{image:?}: {e}"));
+        }
+    }
+    Some(Config {
+        server,
+        identity: identity?,
+        aliyun: aliyun?,
+        defaults: defaults?,
+        oidc_provider_arn,
+        cache,
+        upstream,
+        allowed_realm_hosts,
+        prefetch: raw.prefetch,
+    })
+}
+
+fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
+    let mut s = ServerConfig::default();
+    if let Some(p) = raw.socket {
+        if p.is_relative() {
+            issues.push("server", "socket", format!("{}: must be an absolute path", p.display()));
+        }
+        s.socket = p;
+    }
+    if let Some(m) = raw.socket_mode {
+        match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+            Ok(mode) if mode <= 0o777 && mode & 0o007 == 0 => s.socket_mode = mode,
+            Ok(_) => issues.push("server", "socket_mode", format!("{m:?}: must not grant access to others (e.g. \"0660\")")),
+            Err(_) => issues.push("server", "socket_mode", format!("{m:?}: not an octal mode like \"0660\"")),
+        }
+    }
+    s.socket_group = raw.socket_group.filter(|g| !g.is_empty());
+    for (key, value, slot) in [("listen", raw.listen, &mut s.listen), ("metrics", raw.metrics, &mut s.metrics)] {
+        let Some(v) = value else { continue };
+        if v.is_empty() || v == "off" {
+            *slot = None;
+            continue;
+        }
+        match v.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => *slot = Some(a),
+            Ok(_) => issues.push("server", key, format!("{v:?}: only loopback addresses are allowed")),
+            Err(e) => issues.push("server", key, format!("{v:?}: {e} (expected host:port)")),
+        }
+    }
+    if let Some(u) = raw.allowed_uids {
+        s.allowed_uids = u;
+    }
+    if let Some(g) = raw.allowed_gids {
+        s.allowed_gids = g;
+    }
+    if let Some(n) = raw.max_connections {
+        if n == 0 {
+            issues.push("server", "max_connections", "must be at least 1");
+        }
+        s.max_connections = n.max(1);
+    }
+    if let Some(t) = raw.header_timeout_seconds {
+        s.header_timeout = Duration::from_secs(t.clamp(1, 300));
+    }
+    s
+}
+
+fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<IdentityConfig> {
+    let source = raw.source.as_deref().unwrap_or("default");
+    let id = match source {
+        "default" => IdentityConfig::Default,
+        "env" => IdentityConfig::Env,
+        "static" => match (raw.access_key_id, raw.access_key_secret) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                IdentityConfig::Static { access_key_id: id, access_key_secret: secret, security_token: raw.security_token }
+            }
+            _ => {
+                issues.push("identity", "source", "\"static\" needs access_key_id and access_key_secret");
+                return None;
+            }
+        },
+        "ecs-ram-role" => IdentityConfig::EcsRamRole {
+            role_name: raw.role_name.filter(|r| !r.is_empty()),
+            imdsv1_disabled: raw.imdsv1_disabled.unwrap_or(false),
+        },
+        "oidc" => match (raw.role_arn, raw.oidc_provider_arn, raw.oidc_token_file) {
+            (Some(role_arn), Some(provider_arn), Some(token_file)) => {
+                if let Err(e) = crate::ids::RoleArn::try_from(role_arn.as_str()) {
+                    issues.push("identity", "role_arn", e.to_string());
+                }
+                if let Err(e) = crate::ids::OidcProviderArn::try_from(provider_arn.as_str()) {
+                    issues.push("identity", "oidc_provider_arn", e.to_string());
+                }
+                IdentityConfig::Oidc { role_arn, provider_arn, token_file }
+            }
+            _ => {
+                issues.push("identity", "source", "\"oidc\" needs role_arn, oidc_provider_arn and oidc_token_file");
+                return None;
+            }
+        },
+        other => {
+            issues.push(
+                "identity",
+                "source",
+                format!("{other:?}: expected one of default, env, static, ecs-ram-role, oidc"),
+            );
+            return None;
+        }
+    };
+    Some(id)
+}
+
+/// Accepts `https://` anywhere and `http://` only for loopback hosts (or the metadata address).
+fn check_endpoint(url: &str, allow_plain_http_host: Option<&str>) -> Result<(), String> {
+    let rest = if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else if let Some(r) = url.strip_prefix("http://") {
+        let host = r.split(['/', '?']).next().unwrap_or_default();
+        let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
+        let loopback = host_only == "localhost"
+            || host_only.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
+        if !loopback && allow_plain_http_host != Some(host_only) {
+            return Err(format!("{url:?}: http:// is allowed only for loopback hosts; use https://"));
+        }
+        r
+    } else {
+        return Err(format!("{url:?}: must start with https:// (or http:// for loopback)"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) || rest.contains('@') {
+        return Err(format!("{url:?}: not a valid base URL"));
+    }
+    Ok(())
+}
+
+fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConfig> {
+    let region = match Region::try_from(raw.region.as_str()) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            issues.push("aliyun", "region", e.to_string());
+            None
+        }
+    };
+    let sts = raw.sts_endpoint.unwrap_or_else(|| DEFAULT_STS_ENDPOINT.to_owned());
+    let cr = raw.cr_endpoint.unwrap_or_else(|| DEFAULT_CR_ENDPOINT.to_owned());
+    let md = raw.metadata_endpoint.unwrap_or_else(|| DEFAULT_METADATA.to_owned());
+    let sample = |u: &str| u.replace("{region}", "cn-hangzhou");
+    for (key, url, plain) in
+        [("sts_endpoint", &sts, None), ("cr_endpoint", &cr, None), ("metadata_endpoint", &md, Some("100.100.100.200"))]
+    {
+        if let Err(e) = check_endpoint(&sample(url), plain) {
+            issues.push("aliyun", key, e);
+        }
+    }
+    let region = region?;
+    Some(AliyunConfig {
+        sts_endpoint: sts.replace("{region}", region.as_str()),
+        cr_endpoint: cr,
+        metadata_endpoint: md,
+        region,
+    })
+}
+
+fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annotations> {
+    let joined: BTreeMap<&str, String> = [
+        ("k8s.aliyun.com/acr-instance-ids", raw.acr_instance_ids.join(",")),
+        ("k8s.aliyun.com/acr-service-arns", raw.acr_service_arns.join(",")),
+        ("k8s.aliyun.com/acr-user-arns", raw.acr_user_arns.join(",")),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .collect();
+    match Annotations::from_map(joined.iter().map(|(k, v)| (*k, v.as_str()))) {
+        Ok(Some(a)) if !a.user_arns.is_empty() && a.service_arns.is_empty() => {
+            issues.push("defaults", "acr_user_arns", "user roles need acr_service_arns to assume them from (identity -> service role -> user role)");
+            None
+        }
+        Ok(Some(a)) => Some(a),
+        Ok(None) => Some(Annotations::default()),
+        Err(e) => {
+            issues.push("defaults", "acr_*", e.to_string());
+            None
+        }
+    }
+}
+
+fn validate_cache(raw: RawCache, issues: &mut Issues<'_>) -> CacheConfig {
+    let mut c = CacheConfig::default();
+    if let Some(v) = raw.capacity {
+        if v == 0 {
+            issues.push("cache", "capacity", "must be at least 1");
+        }
+        c.capacity = v.max(1);
+    }
+    if let Some(f) = raw.refresh_fraction {
+        if !(0.1..=0.9).contains(&f) {
+            issues.push("cache", "refresh_fraction", format!("{f}: must be between 0.1 and 0.9"));
+        }
+        c.refresh_fraction = f.clamp(0.1, 0.9);
+    }
+    if let Some(j) = raw.refresh_jitter {
+        if !(0.0..=0.3).contains(&j) {
+            issues.push("cache", "refresh_jitter", format!("{j}: must be between 0.0 and 0.3"));
+        }
+        c.refresh_jitter = j.clamp(0.0, 0.3);
+    }
+    let secs = Duration::from_secs;
+    if let Some(v) = raw.expiry_margin_seconds {
+        c.expiry_margin = secs(v);
+    }
+    if let Some(v) = raw.min_remaining_seconds {
+        c.min_remaining = secs(v);
+    }
+    if let Some(v) = raw.negative_ttl_seconds {
+        c.negative_ttl = secs(v.min(3600));
+    }
+    if let Some(v) = raw.idle_seconds {
+        if v < 60 {
+            issues.push("cache", "idle_seconds", format!("{v}: must be at least 60"));
+        }
+        c.idle = secs(v.max(60));
+    }
+    if let Some(v) = raw.session_duration_seconds {
+        if !(900..=43200).contains(&v) {
+            issues.push("cache", "session_duration_seconds", format!("{v}: STS accepts 900..=43200"));
+        }
+        c.session_duration = secs(v.clamp(900, 43200));
+    }
+    c
+}
+
+fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfig {
+    let mut u = UpstreamConfig::default();
+    if let Some(r) = raw.sts_rate_per_second {
+        if !(r > 0.0 && r <= 1000.0) {
+            issues.push("upstream", "sts_rate_per_second", format!("{r}: must be in (0, 1000]"));
+        }
+        u.sts_rate_per_second = r.clamp(0.01, 1000.0);
+    }
+    if let Some(b) = raw.sts_burst {
+        u.sts_burst = b.max(1);
+    }
+    if let Some(m) = raw.max_concurrent {
+        u.max_concurrent = m.max(1);
+    }
+    if let Some(a) = raw.max_attempts {
+        if !(1..=10).contains(&a) {
+            issues.push("upstream", "max_attempts", format!("{a}: must be 1..=10"));
+        }
+        u.max_attempts = a.clamp(1, 10);
+    }
+    let ms = Duration::from_millis;
+    if let Some(v) = raw.backoff_base_ms {
+        u.backoff_base = ms(v.max(1));
+    }
+    if let Some(v) = raw.backoff_max_ms {
+        u.backoff_max = ms(v.max(1));
+    }
+    if let Some(v) = raw.api_timeout_ms {
+        u.api_timeout = ms(v.clamp(100, 120_000));
+    }
+    if let Some(v) = raw.metadata_timeout_ms {
+        u.metadata_timeout = ms(v.clamp(100, 60_000));
+    }
+    u
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,85 @@
+use super::*;
+
+const MINIMAL: &str = "[aliyun]\nregion = \"cn-hangzhou\"\n";
+
+#[test]
+fn minimal_config_takes_the_documented_defaults() {
+    let c = Config::from_toml(MINIMAL, "t").expect("valid");
+    assert_eq!(c.server.socket, PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(c.server.socket_mode, 0o660);
+    assert_eq!(c.server.allowed_uids, vec![0]);
+    assert_eq!(c.aliyun.sts_endpoint, "https://sts.cn-hangzhou.aliyuncs.com");
+    assert_eq!(c.aliyun.cr_endpoint, DEFAULT_CR_ENDPOINT);
+    assert!(matches!(c.identity, IdentityConfig::Default));
+    assert_eq!(c.cache.refresh_fraction, 0.5);
+    assert_eq!(c.upstream.sts_rate_per_second, 10.0);
+    assert!(c.defaults.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let e = Config::from_toml("[aliyun]\nregion = \"cn-hangzhou\"\nregoin = \"x\"\n", "t").expect_err("typo");
+    let text = e.to_string();
+    assert!(text.contains("regoin"), "{text}");
+    assert_eq!(e.issues[0].line, Some(3));
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = r#"
+[server]
+socket_mode = "0666"
+metrics = "0.0.0.0:9465"
+
+[aliyun]
+region = "Hangzhou!"
+cr_endpoint = "http://cr.example.com/{region}"
+
+[cache]
+refresh_fraction = 2.0
+"#;
+    let e = Config::from_toml(text, "broker.toml").expect_err("invalid");
+    let keys: Vec<(&str, Option<usize>)> = e.issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert!(keys.contains(&("server.socket_mode", Some(3))), "{keys:?}");
+    assert!(keys.contains(&("server.metrics", Some(4))), "{keys:?}");
+    assert!(keys.contains(&("aliyun.region", Some(7))), "{keys:?}");
+    assert!(keys.contains(&("aliyun.cr_endpoint", Some(8))), "{keys:?}");
+    assert!(keys.contains(&("cache.refresh_fraction", Some(11))), "{keys:?}");
+}
+
+#[test]
+fn plain_http_only_for_loopback_and_metadata() {
+    let ok = "[aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"http://127.0.0.1:8080\"\n\
+              cr_endpoint = \"http://127.0.0.1:8080/region/{region}\"\nmetadata_endpoint = \"http://100.100.100.200\"\n";
+    Config::from_toml(ok, "t").expect("loopback http is fine");
+    let bad = "[aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"http://sts.aliyuncs.com\"\n";
+    assert!(Config::from_toml(bad, "t").is_err());
+}
+
+#[test]
+fn node_defaults_are_validated_annotations() {
+    let text = "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_instance_ids = [\"cn-beijing:cri-abcdefgh12345678\"]\n\
+                acr_service_arns = [\"acs:ram::1111111111111111:role/svc\"]\n";
+    let c = Config::from_toml(text, "t").expect("valid");
+    assert_eq!(c.defaults.instance_ids.len(), 1);
+    assert_eq!(c.defaults.service_arns.len(), 1);
+    let bad = "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_user_arns = [\"acs:ram::1:role/u\"]\n";
+    let e = Config::from_toml(bad, "t").expect_err("user arn without service arn");
+    assert!(e.to_string().contains("acr"), "{e}");
+}
+
+#[test]
+fn identity_sources_need_their_fields() {
+    let e = Config::from_toml("[identity]\nsource = \"static\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
+    assert!(e.to_string().contains("access_key_id"), "{e}");
+    let e = Config::from_toml("[identity]\nsource = \"magic\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
+    assert_eq!(e.issues[0].line, Some(2));
+}
+
+#[test]
+fn secrets_in_config_do_not_reach_debug_output() {
+    let text = "[identity]\nsource = \"static\"\naccess_key_id = \"LTAIexample\"\naccess_key_secret = \"s3cr3t-value-xyz\"\n\
+                [aliyun]\nregion = \"cn-hangzhou\"\n";
+    let c = Config::from_toml(text, "t").expect("valid");
+    assert!(!format!("{c:?}").contains("s3cr3t-value-xyz"));
+}

@@ -1,0 +1,27 @@
+//! acr-broker: node-local broker of Alibaba Cloud Container Registry pull credentials.
+//!
+//! The runtime asks for credentials for a registry host; the broker resolves the host
+//! ([`registry`]), applies the pull policy ([`policy`]), walks the role chain through STS to ACR
+//! ([`broker`], [`aliyun`]), caches the result ([`cache`]) and answers over a unix socket
+//! ([`server`]). See `DESIGN.md` beside the sources of this crate's repository for the whole map.
+
+pub mod aliyun;
+pub mod broker;
+pub mod cache;
+pub mod challenge;
+pub mod cli;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod dev;
+pub mod helper;
+pub mod ids;
+pub mod kubelet;
+pub mod metrics;
+pub mod policy;
+pub mod registry;
+pub mod secret;
+pub mod server;
+pub mod systemd;
+pub mod upstream;

@@ -1,0 +1,303 @@
+//! Prometheus metrics: names, label sets and the registry they live in.
+//!
+//! Every label value comes from a small fixed set (surfaces, outcomes, cache names, API
+//! actions); no instance ids, hosts or ARNs ever become labels. Known series are created at
+//! start so dashboards see zeros rather than gaps.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Where a request came from.
+pub const SURFACES: &[&str] = &["api", "helper", "kubelet", "cli", "token", "prefetch"];
+/// How a request ended.
+pub const OUTCOMES: &[&str] = &["ok", "not_found", "bad_request", "denied", "unavailable", "error"];
+/// The caches the broker keeps.
+pub const CACHES: &[&str] = &["identity", "session", "instance", "domain", "credential"];
+/// Upstream actions.
+pub const ACTIONS: &[&str] = &[
+    "AssumeRole",
+    "AssumeRoleWithOIDC",
+    "GetAuthorizationToken",
+    "ListInstance",
+    "ListInstanceEndpoint",
+    "PersonalGetAuthorizationToken",
+    "Metadata",
+    "RegistryToken",
+];
+/// Upstream outcomes.
+pub const UPSTREAM_OUTCOMES: &[&str] = &["ok", "throttled", "denied", "error"];
+
+const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// All metrics of one daemon, in their own registry (no global state).
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    cache_hits: IntCounterVec,
+    cache_misses: IntCounterVec,
+    cache_coalesced: IntCounterVec,
+    cache_refreshes: IntCounterVec,
+    cache_stale_served: IntCounterVec,
+    cache_entries: IntGaugeVec,
+    cache_soonest_expiry: prometheus::GaugeVec,
+    upstream_calls: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_in_flight: IntGauge,
+    audit_denied: prometheus::IntCounter,
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a IntGauge);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(c.clone()));
+    c
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+        .unwrap_or_else(|e| unreachable_metric(name, e));
+    let _ = registry.register(Box::new(h.clone()));
+    h
+}
+
+/// Metric definitions are static; a failure here is a programming error caught by the tests.
+fn unreachable_metric<T>(name: &str, e: prometheus::Error) -> T {
+    panic!("invalid metric definition {name}: {e}")
+}
+
+impl Metrics {
+    /// Creates every metric, pre-initialises the known series and registers process metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "acr_broker_requests_total",
+            "Credential requests answered, by surface and outcome.",
+            &["surface", "outcome"],
+        );
+        let request_duration = histogram_vec(
+            &registry,
+            "acr_broker_request_duration_seconds",
+            "Time to answer a request, by surface.",
+            &["surface"],
+        );
+        let cache_hits = counter_vec(&registry, "acr_broker_cache_hits_total", "Lookups served from the cache.", &["cache"]);
+        let cache_misses =
+            counter_vec(&registry, "acr_broker_cache_misses_total", "Lookups that had to load upstream.", &["cache"]);
+        let cache_coalesced = counter_vec(
+            &registry,
+            "acr_broker_cache_coalesced_loads_total",
+            "Lookups that waited on a load another caller had started.",
+            &["cache"],
+        );
+        let cache_refreshes = counter_vec(
+            &registry,
+            "acr_broker_cache_refreshes_total",
+            "Background refreshes ahead of expiry, by outcome.",
+            &["cache", "outcome"],
+        );
+        let cache_stale_served = counter_vec(
+            &registry,
+            "acr_broker_cache_stale_served_total",
+            "Answers served from an entry past its refresh point (still valid).",
+            &["cache"],
+        );
+        let cache_entries = IntGaugeVec::new(Opts::new("acr_broker_cache_entries", "Entries held, per cache."), &["cache"])
+            .unwrap_or_else(|e| unreachable_metric("acr_broker_cache_entries", e));
+        let _ = registry.register(Box::new(cache_entries.clone()));
+        let cache_soonest_expiry = prometheus::GaugeVec::new(
+            Opts::new("acr_broker_cache_soonest_expiry_seconds", "Seconds until the soonest entry expiry, per cache."),
+            &["cache"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_cache_soonest_expiry_seconds", e));
+        let _ = registry.register(Box::new(cache_soonest_expiry.clone()));
+        let upstream_calls = counter_vec(
+            &registry,
+            "acr_broker_upstream_calls_total",
+            "Calls to cloud APIs, by action and outcome.",
+            &["action", "outcome"],
+        );
+        let upstream_duration = histogram_vec(
+            &registry,
+            "acr_broker_upstream_call_duration_seconds",
+            "Latency of cloud API calls, by action.",
+            &["action"],
+        );
+        let upstream_in_flight = IntGauge::new("acr_broker_upstream_in_flight", "Cloud API calls in flight.")
+            .unwrap_or_else(|e| unreachable_metric("acr_broker_upstream_in_flight", e));
+        let _ = registry.register(Box::new(upstream_in_flight.clone()));
+        let audit_denied = prometheus::IntCounter::new(
+            "acr_broker_peer_denied_total",
+            "Socket connections refused because the peer uid/gid is not allowed.",
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_peer_denied_total", e));
+        let _ = registry.register(Box::new(audit_denied.clone()));
+        let build_info = IntGaugeVec::new(
+            Opts::new("acr_broker_build_info", "Build information; the value is always 1."),
+            &["version"],
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_build_info", e));
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let _ = registry.register(Box::new(build_info));
+        let _ = registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+
+        for s in SURFACES {
+            request_duration.with_label_values(&[s]);
+            for o in OUTCOMES {
+                requests.with_label_values(&[s, o]);
+            }
+        }
+        for c in CACHES {
+            for m in [&cache_hits, &cache_misses, &cache_coalesced, &cache_stale_served] {
+                m.with_label_values(&[c]);
+            }
+            cache_refreshes.with_label_values(&[c, "ok"]);
+            cache_refreshes.with_label_values(&[c, "error"]);
+            cache_entries.with_label_values(&[c]);
+        }
+        for a in ACTIONS {
+            upstream_duration.with_label_values(&[a]);
+            for o in UPSTREAM_OUTCOMES {
+                upstream_calls.with_label_values(&[a, o]);
+            }
+        }
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            cache_hits,
+            cache_misses,
+            cache_coalesced,
+            cache_refreshes,
+            cache_stale_served,
+            cache_entries,
+            cache_soonest_expiry,
+            upstream_calls,
+            upstream_duration,
+            upstream_in_flight,
+            audit_denied,
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn observe_request(&self, surface: &str, outcome: &str, took: Duration) {
+        let surface = if SURFACES.contains(&surface) { surface } else { "api" };
+        self.requests.with_label_values(&[surface, outcome]).inc();
+        self.request_duration.with_label_values(&[surface]).observe(took.as_secs_f64());
+    }
+
+    /// Counts one upstream call and its latency.
+    pub fn observe_upstream<T>(&self, action: &str, result: &Result<T, crate::aliyun::Error>, took: Duration) {
+        use crate::aliyun::ErrorKind;
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => match e.kind() {
+                ErrorKind::Throttled => "throttled",
+                ErrorKind::Denied => "denied",
+                _ => "error",
+            },
+        };
+        self.upstream_calls.with_label_values(&[action, outcome]).inc();
+        self.upstream_duration.with_label_values(&[action]).observe(took.as_secs_f64());
+    }
+
+    /// Marks one upstream call in flight until the guard drops.
+    pub fn upstream_in_flight_guard(&self) -> InFlightGuard<'_> {
+        self.upstream_in_flight.inc();
+        InFlightGuard(&self.upstream_in_flight)
+    }
+
+    /// Counts a cache event for `cache` (one of [`CACHES`]).
+    pub fn cache_event(&self, cache: &str, event: CacheEvent) {
+        match event {
+            CacheEvent::Hit => self.cache_hits.with_label_values(&[cache]).inc(),
+            CacheEvent::Miss => self.cache_misses.with_label_values(&[cache]).inc(),
+            CacheEvent::Coalesced => self.cache_coalesced.with_label_values(&[cache]).inc(),
+            CacheEvent::StaleServed => self.cache_stale_served.with_label_values(&[cache]).inc(),
+            CacheEvent::RefreshOk => self.cache_refreshes.with_label_values(&[cache, "ok"]).inc(),
+            CacheEvent::RefreshFailed => self.cache_refreshes.with_label_values(&[cache, "error"]).inc(),
+        }
+    }
+
+    /// Sets the size gauges of `cache`, measured at scrape time.
+    pub fn set_cache_stats(&self, cache: &str, entries: u64, soonest_expiry: Option<Duration>) {
+        self.cache_entries.with_label_values(&[cache]).set(i64::try_from(entries).unwrap_or(i64::MAX));
+        if let Some(d) = soonest_expiry {
+            self.cache_soonest_expiry.with_label_values(&[cache]).set(d.as_secs_f64());
+        }
+    }
+
+    /// Counts a connection refused by the peer check.
+    pub fn peer_denied(&self) {
+        self.audit_denied.inc();
+    }
+
+    /// Renders the registry in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> (String, Vec<u8>) {
+        let encoder = TextEncoder::new();
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        (encoder.format_type().to_owned(), buf)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Something that happened in a cache, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// Served from a fresh entry.
+    Hit,
+    /// Had to load.
+    Miss,
+    /// Waited on another caller's load.
+    Coalesced,
+    /// Served from an entry past its refresh point.
+    StaleServed,
+    /// A background refresh succeeded.
+    RefreshOk,
+    /// A background refresh failed; the old entry stays while valid.
+    RefreshFailed,
+}
+
+/// A histogram helper for benches and tests that want a standalone latency series.
+pub fn standalone_histogram(name: &str) -> Option<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, "standalone").buckets(LATENCY_BUCKETS.to_vec())).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_known_series_with_zeros() {
+        let m = Metrics::new();
+        m.observe_request("helper", "ok", Duration::from_millis(1));
+        let (ct, body) = m.render();
+        let text = String::from_utf8(body).expect("utf8");
+        assert!(ct.starts_with("text/plain; version=0.0.4"));
+        assert!(text.contains("acr_broker_requests_total{outcome=\"ok\",surface=\"helper\"} 1"));
+        assert!(text.contains("acr_broker_cache_hits_total{cache=\"credential\"} 0"));
+        assert!(text.contains("acr_broker_build_info{version="));
+    }
+}

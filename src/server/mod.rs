@@ -1,0 +1,241 @@
+//! The daemon's HTTP/1.1 + JSON API on a unix socket (and optionally loopback TCP), plus the
+//! metrics and health listener.
+//!
+//! Listeners are handed in already bound (by `daemon.rs` or by systemd socket activation) with
+//! a shutdown future, as in mini-redis. The caller check happens once, at accept, from the
+//! socket's peer credentials. Only this module turns [`BrokerError`]s into HTTP statuses.
+
+mod routes;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+
+use crate::broker::Broker;
+
+pub use routes::{error_status, MAX_BODY_BYTES};
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    /// Process id, when the kernel tells.
+    pub pid: Option<i32>,
+    /// User id (unix socket only).
+    pub uid: Option<u32>,
+    /// Group id (unix socket only).
+    pub gid: Option<u32>,
+    /// False when the peer failed the uid/gid allow-list.
+    pub allowed: bool,
+}
+
+/// What `/readyz` reports: ready once the node identity was obtained and boot prefetch ended.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    identity_ok: AtomicBool,
+    prefetch_done: AtomicBool,
+    reason: RwLock<String>,
+}
+
+impl Readiness {
+    /// A fresh, not-ready state.
+    pub fn new() -> Arc<Self> {
+        let r = Readiness::default();
+        if let Ok(mut reason) = r.reason.write() {
+            *reason = String::from("starting: node identity not obtained yet");
+        }
+        Arc::new(r)
+    }
+
+    /// Records the outcome of an identity attempt.
+    pub fn set_identity(&self, result: Result<(), String>) {
+        self.identity_ok.store(result.is_ok(), Ordering::SeqCst);
+        if let (Err(why), Ok(mut reason)) = (result, self.reason.write()) {
+            *reason = format!("node identity unavailable: {why}");
+        }
+    }
+
+    /// Records that boot prefetch finished (with a summary of failures, if any).
+    pub fn set_prefetch_done(&self, summary: String) {
+        if let Ok(mut reason) = self.reason.write() {
+            *reason = summary;
+        }
+        self.prefetch_done.store(true, Ordering::SeqCst);
+    }
+
+    /// Ready, with a one-line explanation either way.
+    pub fn status(&self) -> (bool, String) {
+        let ready = self.identity_ok.load(Ordering::SeqCst) && self.prefetch_done.load(Ordering::SeqCst);
+        let reason = self.reason.read().map(|r| r.clone()).unwrap_or_default();
+        (ready, reason)
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Debug)]
+pub struct State {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Readiness for `/readyz`.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The credential API (unix socket, optional loopback TCP).
+    Api,
+    /// `/metrics`, `/healthz`, `/readyz` (loopback TCP).
+    Metrics,
+}
+
+/// Connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers (also closes idle keep-alive connections).
+    pub header_timeout: Duration,
+}
+
+/// Checks a unix peer against the allow-list: root, listed uids, or listed gids.
+pub fn peer_allowed(uid: u32, gid: u32, uids: &[u32], gids: &[u32]) -> bool {
+    uid == 0 || uids.contains(&uid) || gids.contains(&gid)
+}
+
+/// A listener that yields connections with what is known about their peer.
+pub trait Acceptor: Send {
+    /// The connection type.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Waits for the next connection.
+    fn accept(&mut self) -> impl Future<Output = std::io::Result<(Self::Stream, Peer)>> + Send;
+}
+
+/// Unix socket connections, checked against the uid/gid allow-list from `SO_PEERCRED`.
+#[derive(Debug)]
+pub struct UnixAcceptor {
+    /// The bound (or inherited) listener.
+    pub listener: tokio::net::UnixListener,
+    /// Allowed uids besides root.
+    pub uids: Vec<u32>,
+    /// Allowed gids.
+    pub gids: Vec<u32>,
+}
+
+impl Acceptor for UnixAcceptor {
+    type Stream = tokio::net::UnixStream;
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, _) = self.listener.accept().await?;
+        let peer = match stream.peer_cred() {
+            Ok(c) => Peer {
+                pid: c.pid(),
+                uid: Some(c.uid()),
+                gid: Some(c.gid()),
+                allowed: peer_allowed(c.uid(), c.gid(), &self.uids, &self.gids),
+            },
+            Err(_) => Peer::default(),
+        };
+        Ok((stream, peer))
+    }
+}
+
+/// Loopback TCP connections (the peer uid is not known over TCP; non-loopback peers are refused).
+#[derive(Debug)]
+pub struct TcpAcceptor(pub tokio::net::TcpListener);
+
+impl Acceptor for TcpAcceptor {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, addr) = self.0.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok((stream, Peer { allowed: addr.ip().is_loopback(), ..Peer::default() }))
+    }
+}
+
+/// Serves `role` on `acceptor` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve<A: Acceptor>(
+    mut acceptor: A,
+    state: Arc<State>,
+    role: Role,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = Arc::clone(&slots).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = acceptor.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        if !peer.allowed {
+            state.broker.metrics().peer_denied();
+            tracing::warn!(target: "audit", pid = peer.pid, uid = peer.uid, gid = peer.gid,
+                "refused a caller not in server.allowed_uids / allowed_gids");
+        }
+        let st = Arc::clone(&state);
+        let service = service_fn(move |req| {
+            let st = Arc::clone(&st);
+            async move { Ok::<_, std::convert::Infallible>(routes::handle(req, &st, role, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting, let in-flight requests finish (bounded), then return.
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!("all connections drained"),
+        _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("drain timed out; closing remaining connections"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_and_listed_peers_pass() {
+        assert!(peer_allowed(0, 0, &[], &[]));
+        assert!(!peer_allowed(1000, 1000, &[0], &[]));
+        assert!(peer_allowed(1000, 1000, &[1000], &[]));
+        assert!(peer_allowed(1000, 44, &[], &[44]));
+    }
+
+    #[test]
+    fn readiness_explains_itself() {
+        let r = Readiness::new();
+        assert!(!r.status().0);
+        r.set_identity(Err(String::from("metadata service refused the connection")));
+        let (ready, why) = r.status();
+        assert!(!ready && why.contains("metadata service"), "{why}");
+        r.set_identity(Ok(()));
+        r.set_prefetch_done(String::from("ready"));
+        assert!(r.status().0);
+    }
+}

@@ -1,0 +1,309 @@
+//! Request routing, body validation and the mapping of broker errors to HTTP answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Peer, Role, State};
+use crate::broker::{Answer, BrokerError, CredentialRequest, TokenRequest};
+use crate::secret::Secret;
+
+/// Largest request body accepted (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    r
+}
+
+fn error_reply(status: StatusCode, code: &str, message: &str) -> Reply {
+    reply(status, json!({"error": {"code": code, "message": message}}))
+}
+
+/// The HTTP status a broker error maps to.
+pub fn error_status(e: &BrokerError) -> StatusCode {
+    match e {
+        BrokerError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+        BrokerError::NotOurs { .. } => StatusCode::NOT_FOUND,
+        BrokerError::Denied { .. } => StatusCode::FORBIDDEN,
+        BrokerError::BadUpstream { .. } => StatusCode::BAD_GATEWAY,
+        BrokerError::Unavailable { .. } | BrokerError::NoIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn broker_error_reply(e: &BrokerError) -> Reply {
+    let status = error_status(e);
+    let mut r = error_reply(status, e.code(), &e.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::BAD_GATEWAY {
+        let secs = match e {
+            BrokerError::Unavailable { retry_after, .. } => retry_after.as_secs_f64().ceil().max(1.0) as u64,
+            _ => 5,
+        };
+        if let Ok(v) = header::HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+    }
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    registry: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    service_account_token: Option<Secret>,
+    #[serde(default)]
+    service_account_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    registry: String,
+    challenge: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrefetchBody {
+    images: Vec<String>,
+}
+
+/// Most images one prefetch call may name.
+const MAX_PREFETCH: usize = 256;
+
+/// Routes one request; never fails (every error becomes a JSON answer).
+pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, role: Role, peer: Peer) -> Reply {
+    let started = Instant::now();
+    let surface = surface_of(&req);
+    if !peer.allowed {
+        return error_reply(StatusCode::FORBIDDEN, "peer_not_allowed", "this uid/gid may not use the acr-broker socket");
+    }
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (role, &method, path.as_str()) {
+        (_, &Method::GET, "/healthz") => reply(StatusCode::OK, json!({"status": "ok"})),
+        (_, &Method::GET, "/readyz") => {
+            let (ready, reason) = state.readiness.status();
+            let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            reply(status, json!({"ready": ready, "reason": reason}))
+        }
+        (Role::Metrics, &Method::GET, "/metrics") => {
+            state.broker.publish_cache_stats();
+            let (ct, body) = state.broker.metrics().render();
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            if let Ok(v) = header::HeaderValue::from_str(&ct) {
+                r.headers_mut().insert(header::CONTENT_TYPE, v);
+            }
+            r
+        }
+        (Role::Api, &Method::POST, "/v1/credentials") => {
+            let body = match read_json::<CredentialsBody>(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let registry = match (body.registry, &body.image) {
+                (Some(r), _) => r,
+                (None, Some(image)) => match crate::registry::host_from_image(image) {
+                    Ok(h) => h.as_str().to_owned(),
+                    Err(e) => return error_reply(StatusCode::BAD_REQUEST, "invalid_image", &format!("image {image:?}: {e}")),
+                },
+                (None, None) => return error_reply(StatusCode::BAD_REQUEST, "missing_registry", "body needs \"registry\" or \"image\""),
+            };
+            let mut annotations = body.annotations;
+            if body.service_account_token.is_some() {
+                // The ServiceAccount's annotations stand in for the pod's (KEP-4412 mode).
+                for (k, v) in body.service_account_annotations {
+                    annotations.entry(k).or_insert(v);
+                }
+            }
+            let creq = CredentialRequest { registry, annotations, service_account_token: body.service_account_token };
+            serve_credentials(state, &creq, surface, peer, started).await
+        }
+        (Role::Api, &Method::GET, p) if p.starts_with("/v1/credentials/") => {
+            let raw = &p["/v1/credentials/".len()..];
+            let registry = percent_decode(raw);
+            let creq = CredentialRequest { registry, ..CredentialRequest::default() };
+            serve_credentials(state, &creq, surface, peer, started).await
+        }
+        (Role::Api, &Method::POST, "/v1/token") => {
+            let body = match read_json::<TokenBody>(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let treq = TokenRequest { registry: body.registry, challenge: body.challenge, annotations: body.annotations };
+            let result = state.broker.registry_token(&treq).await;
+            let (outcome, r) = match result {
+                Ok((bearer, answer)) => {
+                    audit(&answer, peer, "token");
+                    let r = reply(
+                        StatusCode::OK,
+                        json!({
+                            "token": bearer.token.expose_secret(),
+                            "expires_in": bearer.expires_in,
+                            "issued_at": crate::clock::rfc3339(bearer.issued_at),
+                        }),
+                    );
+                    ("ok", r)
+                }
+                Err(e) => (e.outcome(), broker_error_reply(&e)),
+            };
+            state.broker.metrics().observe_request("token", outcome, started.elapsed());
+            r
+        }
+        (Role::Api, &Method::POST, "/v1/prefetch") => {
+            let body = match read_json::<PrefetchBody>(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            if body.images.len() > MAX_PREFETCH {
+                return error_reply(StatusCode::BAD_REQUEST, "too_many_images", &format!("at most {MAX_PREFETCH} images per call"));
+            }
+            let results = state.broker.prefetch(&body.images).await;
+            let items: Vec<_> = results
+                .iter()
+                .map(|(image, r)| match r {
+                    Ok(a) => json!({"image": image, "ok": true, "registry": a.registry,
+                        "expires_at": crate::clock::rfc3339(a.credential.expires_at)}),
+                    Err(e) => json!({"image": image, "ok": false, "error": {"code": e.code(), "message": e.to_string()}}),
+                })
+                .collect();
+            state.broker.metrics().observe_request("prefetch", "ok", started.elapsed());
+            reply(StatusCode::OK, json!({"results": items}))
+        }
+        (_, _, "/healthz" | "/readyz" | "/metrics" | "/v1/credentials" | "/v1/token" | "/v1/prefetch") => {
+            error_reply(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("{method} is not allowed on {path}"))
+        }
+        _ => error_reply(StatusCode::NOT_FOUND, "unknown_route", &format!("no route {method} {}", truncate(&path, 128))),
+    }
+}
+
+async fn serve_credentials(state: &Arc<State>, req: &CredentialRequest, surface: &'static str, peer: Peer, started: Instant) -> Reply {
+    let result = state.broker.credentials(req).await;
+    let (outcome, r) = match result {
+        Ok(answer) => {
+            audit(&answer, peer, surface);
+            let c = &answer.credential;
+            let body = json!({
+                "username": c.username,
+                "password": c.password.expose_secret(),
+                "expires_at": crate::clock::rfc3339(c.expires_at),
+                "registry": answer.registry,
+                "region": c.region.as_str(),
+                "instance_id": c.instance_id.as_ref().map(|i| i.as_str()),
+                "edition": c.edition.as_str(),
+            });
+            ("ok", reply(StatusCode::OK, body))
+        }
+        Err(e) => {
+            tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = %truncate(&req.registry, 256),
+                outcome = e.outcome(), code = e.code(), "credential request refused");
+            (e.outcome(), broker_error_reply(&e))
+        }
+    };
+    state.broker.metrics().observe_request(surface, outcome, started.elapsed());
+    r
+}
+
+/// One audit line per credential served; never a secret.
+fn audit(answer: &Answer, peer: Peer, surface: &str) {
+    let c = &answer.credential;
+    let chain: Vec<&str> = answer.chain.iter().map(|a| a.as_str()).collect();
+    tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = %answer.registry,
+        instance = c.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("-"), region = c.region.as_str(),
+        edition = c.edition.as_str(), chain = %chain.join(" -> "), cache = answer.outcome.as_str(),
+        expires_at = %crate::clock::rfc3339(c.expires_at), "credential served");
+}
+
+fn surface_of<B>(req: &Request<B>) -> &'static str {
+    match req.headers().get("x-acr-broker-client").and_then(|v| v.to_str().ok()) {
+        Some("helper") => "helper",
+        Some("kubelet") => "kubelet",
+        Some("cli") => "cli",
+        _ => "api",
+    }
+}
+
+/// Reads a JSON body: `application/json` only, at most [`MAX_BODY_BYTES`], unknown fields rejected.
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Incoming>) -> Result<T, Reply> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) {
+        return Err(error_reply(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = || {
+        error_reply(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
+    };
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Err(e) => return Err(error_reply(StatusCode::BAD_REQUEST, "body_read_failed", &format!("reading the body: {e}"))),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| error_reply(StatusCode::BAD_REQUEST, "invalid_json", &format!("request body: {e}")))
+}
+
+fn percent_decode(s: &str) -> String {
+    let decoded: Vec<u8> = form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned().into_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_path_segments_decode() {
+        assert_eq!(percent_decode("127.0.0.1%3A5000"), "127.0.0.1:5000");
+        assert_eq!(percent_decode("demo-registry.cn-hangzhou.cr.aliyuncs.com"), "demo-registry.cn-hangzhou.cr.aliyuncs.com");
+        assert_eq!(percent_decode("a+b"), "a+b");
+    }
+
+    #[test]
+    fn statuses_follow_the_contract() {
+        use std::time::Duration;
+        assert_eq!(error_status(&BrokerError::NotOurs { host: "x".into(), reason: None }), StatusCode::NOT_FOUND);
+        let denied = BrokerError::Denied { action: "GetAuthorizationToken", code: "NoPermission".into(), message: String::new() };
+        assert_eq!(error_status(&denied), StatusCode::FORBIDDEN);
+        let busy = BrokerError::Unavailable { action: "AssumeRole", code: "Throttling.Api".into(), message: String::new(), retry_after: Duration::from_millis(1500) };
+        let r = broker_error_reply(&busy);
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));
+    }
+}

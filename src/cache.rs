@@ -164,7 +164,13 @@ where
     T: Expiring + Send + Sync + 'static,
 {
     /// A cache named `name` (one of [`crate::metrics::CACHES`]) holding up to `capacity` keys.
-    pub fn new(name: &'static str, capacity: u64, config: CacheConfig, clock: SharedClock, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        name: &'static str,
+        capacity: u64,
+        config: CacheConfig,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let inner = moka::future::Cache::builder().max_capacity(capacity).time_to_idle(config.idle).build();
         ExpiringCache { name, inner, clock, config, metrics }
     }
@@ -230,10 +236,8 @@ where
             })
             .await;
         let outcome = if entry.is_fresh() { Outcome::Miss } else { Outcome::Coalesced };
-        self.metrics.cache_event(
-            self.name,
-            if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced },
-        );
+        self.metrics
+            .cache_event(self.name, if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced });
         match entry.into_value() {
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),

@@ -95,25 +95,15 @@ pub fn parse(value: &str) -> Result<Challenge, ChallengeError> {
         return Err(ChallengeError::Empty);
     }
     let all = Lexer { s: value, pos: 0 }.challenges()?;
-    let find = |name: &str| {
-        all.iter()
-            .find(|(scheme, _)| scheme.eq_ignore_ascii_case(name))
-    };
+    let find = |name: &str| all.iter().find(|(scheme, _)| scheme.eq_ignore_ascii_case(name));
     if let Some((_, params)) = find("bearer") {
         return bearer(params);
     }
     if let Some((_, params)) = find("basic") {
-        let realm = params
-            .iter()
-            .find(|(n, _)| n == "realm")
-            .map(|(_, v)| v.clone());
+        let realm = params.iter().find(|(n, _)| n == "realm").map(|(_, v)| v.clone());
         return Ok(Challenge::Basic { realm });
     }
-    let schemes = all
-        .iter()
-        .map(|(s, _)| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let schemes = all.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ");
     Err(ChallengeError::UnsupportedScheme { schemes })
 }
 
@@ -137,14 +127,8 @@ fn bearer(params: &[(String, String)]) -> Result<Challenge, ChallengeError> {
             return Err(ChallengeError::DuplicateParam { name: name.clone() });
         }
     }
-    let realm = realm
-        .filter(|r| !r.is_empty())
-        .ok_or(ChallengeError::MissingRealm)?;
-    Ok(Challenge::Bearer {
-        realm,
-        service,
-        scopes,
-    })
+    let realm = realm.filter(|r| !r.is_empty()).ok_or(ChallengeError::MissingRealm)?;
+    Ok(Challenge::Bearer { realm, service, scopes })
 }
 
 /// A challenge as parsed: the scheme as given, and parameters with lowercased names.
@@ -163,10 +147,7 @@ impl<'a> Lexer<'a> {
     }
 
     fn err(&self, problem: &'static str) -> ChallengeError {
-        ChallengeError::Syntax {
-            at: self.pos,
-            problem,
-        }
+        ChallengeError::Syntax { at: self.pos, problem }
     }
 
     fn skip_ows(&mut self) {
@@ -224,9 +205,7 @@ impl<'a> Lexer<'a> {
         let mut out = Vec::new();
         self.skip_ows_and_commas();
         while self.peek().is_some() {
-            let scheme = self
-                .token()
-                .ok_or_else(|| self.err("expected an auth scheme"))?;
+            let scheme = self.token().ok_or_else(|| self.err("expected an auth scheme"))?;
             if !matches!(self.peek(), None | Some(b' ' | b'\t' | b',')) {
                 return Err(self.err("expected a space after the auth scheme"));
             }
@@ -246,9 +225,7 @@ impl<'a> Lexer<'a> {
                 return Ok(params);
             }
             let start = self.pos;
-            let name = self
-                .token()
-                .ok_or_else(|| self.err("expected a parameter name"))?;
+            let name = self.token().ok_or_else(|| self.err("expected a parameter name"))?;
             self.skip_ows();
             if self.peek() != Some(b'=') {
                 self.pos = start;
@@ -261,9 +238,7 @@ impl<'a> Lexer<'a> {
                 self.quoted()?
             } else {
                 let plain = |b: u8| b.is_ascii_graphic() && !b",\"\\".contains(&b);
-                self.take_while(plain)
-                    .ok_or_else(|| self.err("expected a parameter value"))?
-                    .to_owned()
+                self.take_while(plain).ok_or_else(|| self.err("expected a parameter value"))?.to_owned()
             };
             params.push((name.to_ascii_lowercase(), value));
             self.skip_ows();
@@ -290,12 +265,7 @@ pub struct RealmUrl {
 impl RealmUrl {
     /// The token request URL: the realm plus `service`, each `scope`, and `account`
     /// (distribution's `GET <realm>?service=…&scope=…&account=…`).
-    pub fn token_url(
-        &self,
-        service: Option<&str>,
-        scopes: &[String],
-        account: Option<&str>,
-    ) -> String {
+    pub fn token_url(&self, service: Option<&str>, scopes: &[String], account: Option<&str>) -> String {
         let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(service) = service {
             query.append_pair("service", service);
@@ -310,11 +280,7 @@ impl RealmUrl {
         if query.is_empty() {
             return self.to_string();
         }
-        let sep = if self.path_and_query.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
+        let sep = if self.path_and_query.contains('?') { '&' } else { '?' };
         format!("{self}{sep}{query}")
     }
 }
@@ -339,10 +305,7 @@ pub fn realm_is_allowed(realm: &str, extra_hosts: &[String]) -> Result<RealmUrl,
         if shown.len() < realm.len() {
             shown.push('…');
         }
-        ChallengeError::BadRealm {
-            realm: shown,
-            reason: reason.to_owned(),
-        }
+        ChallengeError::BadRealm { realm: shown, reason: reason.to_owned() }
     };
     if realm.len() > MAX_REALM_LEN {
         return Err(bad("longer than 2048 bytes"));
@@ -350,9 +313,7 @@ pub fn realm_is_allowed(realm: &str, extra_hosts: &[String]) -> Result<RealmUrl,
     if !realm.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad("whitespace, control or non-ASCII character"));
     }
-    let (scheme, rest) = realm
-        .split_once("://")
-        .ok_or_else(|| bad("not an absolute URL"))?;
+    let (scheme, rest) = realm.split_once("://").ok_or_else(|| bad("not an absolute URL"))?;
     let https = match scheme.to_ascii_lowercase().as_str() {
         "https" => true,
         "http" => false,
@@ -377,19 +338,11 @@ pub fn realm_is_allowed(realm: &str, extra_hosts: &[String]) -> Result<RealmUrl,
     }
     let default_port = host.port().is_none() || host.port() == Some(443);
     let allowed = (default_port && is_aliyun_token_host(host.host()))
-        || extra_hosts
-            .iter()
-            .any(|extra| extra_host_matches(extra, &host));
+        || extra_hosts.iter().any(|extra| extra_host_matches(extra, &host));
     if !allowed {
-        return Err(ChallengeError::RealmNotAllowed {
-            host: host.to_string(),
-        });
+        return Err(ChallengeError::RealmNotAllowed { host: host.to_string() });
     }
-    Ok(RealmUrl {
-        https,
-        host,
-        path_and_query,
-    })
+    Ok(RealmUrl { https, host, path_and_query })
 }
 
 /// `dockerauth[-x].<region>.aliyuncs.com` or `dockerauth-<region>.aliyuncs.com` (aliyun-api.md §5).
@@ -401,15 +354,9 @@ fn is_aliyun_token_host(host: &str) -> bool {
         Some((first, region)) => {
             !region.contains('.')
                 && region_label(region).is_some()
-                && (first == "dockerauth"
-                    || first
-                        .strip_prefix("dockerauth-")
-                        .is_some_and(|s| !s.is_empty()))
+                && (first == "dockerauth" || first.strip_prefix("dockerauth-").is_some_and(|s| !s.is_empty()))
         }
-        None => rest
-            .strip_prefix("dockerauth-")
-            .and_then(region_label)
-            .is_some(),
+        None => rest.strip_prefix("dockerauth-").and_then(region_label).is_some(),
     }
 }
 

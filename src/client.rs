@@ -69,21 +69,14 @@ impl CredentialsRequest {
             body.insert("service_account_token".into(), token.expose_secret().into());
         }
         if !self.service_account_annotations.is_empty() {
-            body.insert(
-                "service_account_annotations".into(),
-                map_value(&self.service_account_annotations),
-            );
+            body.insert("service_account_annotations".into(), map_value(&self.service_account_annotations));
         }
         serde_json::Value::Object(body).to_string().into_bytes()
     }
 }
 
 fn map_value(m: &BTreeMap<String, String>) -> serde_json::Value {
-    serde_json::Value::Object(
-        m.iter()
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect(),
-    )
+    serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect())
 }
 
 /// The daemon's 200 answer: a registry login valid until `expires_at`.
@@ -111,9 +104,8 @@ pub struct CredentialsAnswer {
 
 fn de_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
     let s = String::deserialize(d)?;
-    crate::clock::parse_rfc3339(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!("expires_at {s:?} is not an RFC 3339 time"))
-    })
+    crate::clock::parse_rfc3339(&s)
+        .ok_or_else(|| serde::de::Error::custom(format!("expires_at {s:?} is not an RFC 3339 time")))
 }
 
 /// What the daemon said.
@@ -238,19 +230,10 @@ impl BrokerClient {
 
     /// `POST /v1/credentials`: credentials for a request carrying image and annotations.
     pub fn post_credentials(&self, request: &CredentialsRequest) -> Result<Answer, ClientError> {
-        self.call(
-            http::Method::POST,
-            "/v1/credentials",
-            Some(request.to_json()),
-        )
+        self.call(http::Method::POST, "/v1/credentials", Some(request.to_json()))
     }
 
-    fn call(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Answer, ClientError> {
+    fn call(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -260,10 +243,7 @@ impl BrokerClient {
         let (status, retry_after, bytes) = rt.block_on(async {
             match tokio::time::timeout(self.timeout, exchange).await {
                 Ok(r) => r,
-                Err(_) => Err(ClientError::Timeout {
-                    path: self.socket.clone(),
-                    after: self.timeout,
-                }),
+                Err(_) => Err(ClientError::Timeout { path: self.socket.clone(), after: self.timeout }),
             }
         })?;
         decode_answer(&self.socket, status, retry_after, &bytes)
@@ -275,16 +255,10 @@ impl BrokerClient {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
-        let protocol = |detail: String| ClientError::Protocol {
-            path: self.socket.clone(),
-            detail,
-        };
+        let protocol = |detail: String| ClientError::Protocol { path: self.socket.clone(), detail };
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect {
-                path: self.socket.clone(),
-                source,
-            })?;
+            .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| protocol(format!("HTTP handshake failed: {e}")))?;
@@ -301,10 +275,7 @@ impl BrokerClient {
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| protocol(format!("cannot build request for {path}: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| protocol(format!("request failed: {e}")))?;
+        let response = sender.send_request(request).await.map_err(|e| protocol(format!("request failed: {e}")))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -336,16 +307,8 @@ struct ErrorBody {
 }
 
 /// Turns status + body into an [`Answer`]; malformed bodies become [`ClientError::Protocol`].
-fn decode_answer(
-    socket: &Path,
-    status: u16,
-    retry_after: Option<u64>,
-    body: &[u8],
-) -> Result<Answer, ClientError> {
-    let protocol = |detail: String| ClientError::Protocol {
-        path: socket.to_path_buf(),
-        detail,
-    };
+fn decode_answer(socket: &Path, status: u16, retry_after: Option<u64>, body: &[u8]) -> Result<Answer, ClientError> {
+    let protocol = |detail: String| ClientError::Protocol { path: socket.to_path_buf(), detail };
     if status == 200 {
         return serde_json::from_slice::<CredentialsAnswer>(body)
             .map(Answer::Credentials)
@@ -358,22 +321,13 @@ fn decode_answer(
     if status == 404 && code == "not_acr_registry" {
         return Ok(Answer::NotOurs { message });
     }
-    Ok(Answer::Error {
-        status,
-        code,
-        message,
-        retry_after,
-    })
+    Ok(Answer::Error { status, code, message, retry_after })
 }
 
 /// Collapses control characters (newlines) and trims, capping at 300 characters, so a daemon
 /// message fits the one line a credential helper may print.
 pub fn one_line(s: &str) -> String {
-    let flat: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
+    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(300).collect();
     flat.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -391,179 +345,4 @@ pub fn percent_encode(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::fake_daemon::FakeDaemon;
-    use super::*;
-
-    const OK: &str = r#"{"username":"cr_temp_user","password":"pw-123","expires_at":"2030-01-01T00:00:00Z","registry":"demo-registry.cn-hangzhou.cr.aliyuncs.com","region":"cn-hangzhou","instance_id":"cri-abc","edition":"enterprise"}"#;
-
-    #[test]
-    fn get_encodes_the_registry_and_decodes_credentials() {
-        let daemon = FakeDaemon::answering(200, OK);
-        let answer = BrokerClient::new(daemon.socket())
-            .get_credentials("127.0.0.1:5000")
-            .unwrap();
-        let Answer::Credentials(c) = answer else {
-            panic!("expected credentials, got {answer:?}")
-        };
-        assert_eq!(c.username, "cr_temp_user");
-        assert_eq!(c.password.expose_secret(), "pw-123");
-        assert_eq!(crate::clock::rfc3339(c.expires_at), "2030-01-01T00:00:00Z");
-        assert_eq!(c.instance_id.as_deref(), Some("cri-abc"));
-        let seen = daemon.seen();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].method, "GET");
-        assert_eq!(seen[0].path, "/v1/credentials/127.0.0.1%3A5000");
-    }
-
-    #[test]
-    fn post_sends_the_body_fields() {
-        let daemon = FakeDaemon::answering(200, OK);
-        let req = CredentialsRequest {
-            registry: "r.example".into(),
-            image: Some("r.example/ns/app".into()),
-            annotations: [(
-                "k8s.aliyun.com/acr-instance-ids".to_owned(),
-                "cri-x".to_owned(),
-            )]
-            .into(),
-            service_account_token: Some(Secret::from("sa-token")),
-            service_account_annotations: [("a".to_owned(), "b".to_owned())].into(),
-        };
-        BrokerClient::new(daemon.socket())
-            .post_credentials(&req)
-            .unwrap();
-        let seen = &daemon.seen()[0];
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            ("POST", "/v1/credentials")
-        );
-        let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
-        assert_eq!(
-            body,
-            serde_json::json!({"registry":"r.example","image":"r.example/ns/app",
-                "annotations":{"k8s.aliyun.com/acr-instance-ids":"cri-x"},
-                "service_account_token":"sa-token","service_account_annotations":{"a":"b"}})
-        );
-    }
-
-    #[test]
-    fn not_acr_registry_is_not_ours_other_404_is_an_error() {
-        let daemon = FakeDaemon::answering(
-            404,
-            r#"{"error":{"code":"not_acr_registry","message":"docker.io is not ACR"}}"#,
-        );
-        let answer = BrokerClient::new(daemon.socket())
-            .get_credentials("docker.io")
-            .unwrap();
-        assert!(
-            matches!(answer, Answer::NotOurs { ref message } if message == "docker.io is not ACR")
-        );
-        let daemon = FakeDaemon::answering(404, "no such route");
-        let answer = BrokerClient::new(daemon.socket())
-            .get_credentials("docker.io")
-            .unwrap();
-        assert!(matches!(answer, Answer::Error { status: 404, ref code, .. } if code.is_empty()));
-    }
-
-    #[test]
-    fn error_carries_code_message_and_retry_after() {
-        let daemon = FakeDaemon::start(|_| {
-            (
-                503,
-                vec![("retry-after", "7".to_owned())],
-                r#"{"error":{"code":"Throttling","message":"slow\ndown"}}"#.to_owned(),
-            )
-        });
-        let answer = BrokerClient::new(daemon.socket())
-            .get_credentials("h")
-            .unwrap();
-        let Answer::Error {
-            status,
-            code,
-            message,
-            retry_after,
-        } = answer
-        else {
-            panic!("{answer:?}")
-        };
-        assert_eq!(
-            (status, code.as_str(), message.as_str(), retry_after),
-            (503, "Throttling", "slow down", Some(7))
-        );
-    }
-
-    #[test]
-    fn malformed_success_body_is_a_protocol_error() {
-        for body in [
-            "not json",
-            r#"{"username":"u"}"#,
-            r#"{"username":"u","password":"p","expires_at":"soon","registry":"r"}"#,
-        ] {
-            let daemon = FakeDaemon::answering(200, body);
-            let err = BrokerClient::new(daemon.socket())
-                .get_credentials("h")
-                .unwrap_err();
-            assert!(matches!(err, ClientError::Protocol { .. }), "{body}: {err}");
-            assert!(
-                err.to_string().contains("not a credentials object"),
-                "{err}"
-            );
-        }
-    }
-
-    #[test]
-    fn missing_socket_names_the_path_and_what_to_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nope.sock");
-        let err = BrokerClient::new(&path).get_credentials("h").unwrap_err();
-        let msg = err.to_string();
-        assert!(msg.contains(&path.display().to_string()), "{msg}");
-        assert!(msg.contains("socket does not exist"), "{msg}");
-        assert!(msg.contains("systemctl status acr-broker"), "{msg}");
-    }
-
-    #[test]
-    fn stale_socket_says_nothing_is_listening() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("stale.sock");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let msg = BrokerClient::new(&path)
-            .get_credentials("h")
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("nothing is listening"), "{msg}");
-    }
-
-    #[test]
-    fn permission_hint_mentions_the_group() {
-        let err = io::Error::from(io::ErrorKind::PermissionDenied);
-        let hint = connect_hint(Path::new("/run/acr-broker/broker.sock"), &err);
-        assert!(
-            hint.contains("group") && hint.contains("ls -l /run/acr-broker/broker.sock"),
-            "{hint}"
-        );
-    }
-
-    #[test]
-    fn silent_daemon_times_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mute.sock");
-        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        let client = BrokerClient::new(&path).with_timeout(Duration::from_millis(100));
-        let err = client.get_credentials("h").unwrap_err();
-        assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
-    }
-
-    #[test]
-    fn percent_encode_keeps_unreserved_only() {
-        assert_eq!(percent_encode("a-b.c_d~9"), "a-b.c_d~9");
-        assert_eq!(percent_encode("h:5000/x y"), "h%3A5000%2Fx%20y");
-    }
-
-    #[test]
-    fn one_line_flattens_and_caps() {
-        assert_eq!(one_line(" a\n\tb\r\nc "), "a b c");
-        assert_eq!(one_line(&"x".repeat(1000)).len(), 300);
-    }
-}
+mod tests;

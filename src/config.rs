@@ -443,7 +443,9 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
     if let Some(m) = raw.socket_mode {
         match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
             Ok(mode) if mode <= 0o777 && mode & 0o007 == 0 => s.socket_mode = mode,
-            Ok(_) => issues.push("server", "socket_mode", format!("{m:?}: must not grant access to others (e.g. \"0660\")")),
+            Ok(_) => {
+                issues.push("server", "socket_mode", format!("{m:?}: must not grant access to others (e.g. \"0660\")"))
+            }
             Err(_) => issues.push("server", "socket_mode", format!("{m:?}: not an octal mode like \"0660\"")),
         }
     }
@@ -484,9 +486,11 @@ fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<Identi
         "default" => IdentityConfig::Default,
         "env" => IdentityConfig::Env,
         "static" => match (raw.access_key_id, raw.access_key_secret) {
-            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
-                IdentityConfig::Static { access_key_id: id, access_key_secret: secret, security_token: raw.security_token }
-            }
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => IdentityConfig::Static {
+                access_key_id: id,
+                access_key_secret: secret,
+                security_token: raw.security_token,
+            },
             _ => {
                 issues.push("identity", "source", "\"static\" needs access_key_id and access_key_secret");
                 return None;
@@ -584,7 +588,11 @@ fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annota
     .collect();
     match Annotations::from_map(joined.iter().map(|(k, v)| (*k, v.as_str()))) {
         Ok(Some(a)) if !a.user_arns.is_empty() && a.service_arns.is_empty() => {
-            issues.push("defaults", "acr_user_arns", "user roles need acr_service_arns to assume them from (identity -> service role -> user role)");
+            issues.push(
+                "defaults",
+                "acr_user_arns",
+                "user roles need acr_service_arns to assume them from (identity -> service role -> user role)",
+            );
             None
         }
         Ok(Some(a)) => Some(a),

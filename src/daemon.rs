@@ -95,13 +95,15 @@ impl Daemon {
             metadata: config.aliyun.metadata_endpoint.clone(),
         };
         let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
-        let client = Client::new(endpoints, timeouts, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
+        let client =
+            Client::new(endpoints, timeouts, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         let broker = Broker::new(Arc::clone(&config), client, identity, clock, metrics);
         let readiness = Readiness::new();
         let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness) });
-        let limits = Limits { max_connections: config.server.max_connections, header_timeout: config.server.header_timeout };
+        let limits =
+            Limits { max_connections: config.server.max_connections, header_timeout: config.server.header_timeout };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stop = move || {
             let mut rx = shutdown_rx.clone();
@@ -127,7 +129,10 @@ impl Daemon {
                 bind_socket(&config.server.socket, config.server.socket_mode, config.server.socket_group.as_deref())
             }
         }
-        .map_err(|source| DaemonError::Listen { what: format!("API socket {}", config.server.socket.display()), source })?;
+        .map_err(|source| DaemonError::Listen {
+            what: format!("API socket {}", config.server.socket.display()),
+            source,
+        })?;
         let acceptor = UnixAcceptor {
             listener: unix,
             uids: config.server.allowed_uids.clone(),
@@ -135,16 +140,17 @@ impl Daemon {
         };
         tasks.spawn(server::serve(acceptor, Arc::clone(&state), Role::Api, limits, stop()));
 
-        let mut bind_tcp = |addr: Option<SocketAddr>, role: Role, what: &str| -> Result<Option<SocketAddr>, DaemonError> {
-            let Some(addr) = addr else { return Ok(None) };
-            let listener = std::net::TcpListener::bind(addr)
-                .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|source| DaemonError::Listen { what: format!("{what} {addr}"), source })?;
-            let local = listener.local_addr().ok();
-            tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
-            Ok(local)
-        };
+        let mut bind_tcp =
+            |addr: Option<SocketAddr>, role: Role, what: &str| -> Result<Option<SocketAddr>, DaemonError> {
+                let Some(addr) = addr else { return Ok(None) };
+                let listener = std::net::TcpListener::bind(addr)
+                    .and_then(|l| l.set_nonblocking(true).map(|_| l))
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|source| DaemonError::Listen { what: format!("{what} {addr}"), source })?;
+                let local = listener.local_addr().ok();
+                tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+                Ok(local)
+            };
         let metrics_addr = bind_tcp(config.server.metrics, Role::Metrics, "metrics listener")?;
         let api_addr = bind_tcp(config.server.listen, Role::Api, "API listener")?;
 
@@ -164,7 +170,12 @@ impl Daemon {
 
 /// Obtains the node identity (retrying with backoff until it works), reports readiness, then
 /// warms the cache for the configured images.
-async fn boot(broker: Arc<Broker>, readiness: Arc<Readiness>, prefetch: Vec<String>, stop: impl std::future::Future<Output = ()>) {
+async fn boot(
+    broker: Arc<Broker>,
+    readiness: Arc<Readiness>,
+    prefetch: Vec<String>,
+    stop: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(stop);
     let mut delay = Duration::from_millis(500);
     loop {
@@ -269,7 +280,8 @@ pub async fn serve(config: Config, clock: SharedClock, banner: Option<String>) -
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {

@@ -30,16 +30,9 @@ without storing anything; `list` prints {}.";
 
 /// Runs the helper with `args` (argv without the program name) against the socket from the
 /// environment; returns the process exit status.
-pub fn run(
-    args: Vec<String>,
-    stdin: &mut dyn Read,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> i32 {
-    let client = BrokerClient::from_env().with_user_agent(format!(
-        "docker-credential-acr-broker/{}",
-        env!("CARGO_PKG_VERSION")
-    ));
+pub fn run(args: Vec<String>, stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
+    let client =
+        BrokerClient::from_env().with_user_agent(format!("docker-credential-acr-broker/{}", env!("CARGO_PKG_VERSION")));
     run_with_client(args, &client, stdin, stdout, stderr)
 }
 
@@ -59,13 +52,9 @@ pub fn run_with_client(
                 Err(e) => (1, e),
             },
             "list" => (0, "{}".to_owned()),
-            "version" | "--version" | "-v" => (
-                0,
-                format!(
-                    "docker-credential-acr-broker (acr-broker) {}",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            ),
+            "version" | "--version" | "-v" => {
+                (0, format!("docker-credential-acr-broker (acr-broker) {}", env!("CARGO_PKG_VERSION")))
+            }
             "--help" | "-h" => (0, USAGE.to_owned()),
             _ => (1, USAGE.to_owned()),
         },
@@ -75,10 +64,7 @@ pub fn run_with_client(
         return code;
     }
     if let Err(e) = writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        let _ = writeln!(
-            stderr,
-            "docker-credential-acr-broker: cannot write to stdout: {e}"
-        );
+        let _ = writeln!(stderr, "docker-credential-acr-broker: cannot write to stdout: {e}");
         return 1;
     }
     code
@@ -87,14 +73,9 @@ pub fn run_with_client(
 /// Reads all of stdin (callers send no trailing newline and close it), at most [`MAX_STDIN`].
 fn read_stdin(stdin: &mut dyn Read) -> Result<String, String> {
     let mut buf = Vec::new();
-    stdin
-        .take(MAX_STDIN + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("acr-broker: cannot read stdin: {e}"))?;
+    stdin.take(MAX_STDIN + 1).read_to_end(&mut buf).map_err(|e| format!("acr-broker: cannot read stdin: {e}"))?;
     if buf.len() as u64 > MAX_STDIN {
-        return Err(format!(
-            "acr-broker: stdin is larger than {MAX_STDIN} bytes"
-        ));
+        return Err(format!("acr-broker: stdin is larger than {MAX_STDIN} bytes"));
     }
     String::from_utf8(buf).map_err(|_| "acr-broker: stdin is not UTF-8".to_owned())
 }
@@ -116,31 +97,17 @@ fn get(client: &BrokerClient, stdin: &mut dyn Read) -> (i32, String) {
     let socket = client.socket().display().to_string();
     match client.get_credentials(&host) {
         Ok(Answer::Credentials(c)) => {
-            let out = HelperCredentials {
-                server_url: &host,
-                username: &c.username,
-                secret: c.password.expose_secret(),
-            };
+            let out =
+                HelperCredentials { server_url: &host, username: &c.username, secret: c.password.expose_secret() };
             match serde_json::to_string(&out) {
                 Ok(json) => (0, json),
                 Err(e) => (1, format!("acr-broker: cannot encode the answer: {e}")),
             }
         }
         Ok(Answer::NotOurs { .. }) => (1, NOT_FOUND.to_owned()),
-        Ok(Answer::Error {
-            status,
-            code,
-            message,
-            retry_after,
-        }) => {
-            let code = if code.is_empty() {
-                String::new()
-            } else {
-                format!(" {code}")
-            };
-            let retry = retry_after
-                .map(|s| format!("; retry in {s}s"))
-                .unwrap_or_default();
+        Ok(Answer::Error { status, code, message, retry_after }) => {
+            let code = if code.is_empty() { String::new() } else { format!(" {code}") };
+            let retry = retry_after.map(|s| format!("; retry in {s}s")).unwrap_or_default();
             (
                 1,
                 format!(
@@ -148,13 +115,7 @@ fn get(client: &BrokerClient, stdin: &mut dyn Read) -> (i32, String) {
                 ),
             )
         }
-        Err(e) => (
-            1,
-            format!(
-                "acr-broker: no credentials for {host}: {}",
-                one_line(&e.to_string())
-            ),
-        ),
+        Err(e) => (1, format!("acr-broker: no credentials for {host}: {}", one_line(&e.to_string()))),
     }
 }
 
@@ -171,9 +132,7 @@ struct HelperCredentials<'a> {
 
 /// Reduces what a caller sends (`host[:port]`, `https://host/v2/`, `HOST`) to `host[:port]`.
 fn normalize_server_url(input: &str) -> Result<String, String> {
-    crate::registry::RegistryHost::parse(input.trim())
-        .map(|host| host.as_str().to_owned())
-        .map_err(|e| e.to_string())
+    crate::registry::RegistryHost::parse(input.trim()).map(|host| host.as_str().to_owned()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -188,11 +147,7 @@ mod tests {
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let args = args.iter().map(|s| s.to_string()).collect();
         let code = run_with_client(args, client, &mut input.as_bytes(), &mut out, &mut err);
-        (
-            code,
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(err).unwrap(),
-        )
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
     fn nowhere() -> BrokerClient {
@@ -202,11 +157,7 @@ mod tests {
     #[test]
     fn get_prints_the_exact_json_shape() {
         let daemon = FakeDaemon::answering(200, OK);
-        let (code, out, err) = helper(
-            &BrokerClient::new(daemon.socket()),
-            &["get"],
-            "127.0.0.1:5000",
-        );
+        let (code, out, err) = helper(&BrokerClient::new(daemon.socket()), &["get"], "127.0.0.1:5000");
         assert_eq!(code, 0, "{out}{err}");
         assert_eq!(out, "{\"ServerURL\":\"127.0.0.1:5000\",\"Username\":\"cr_temp_user\",\"Secret\":\"pw-123\"}\n");
         assert_eq!(daemon.seen()[0].path, "/v1/credentials/127.0.0.1%3A5000");
@@ -216,40 +167,19 @@ mod tests {
     fn get_normalises_the_forms_callers_send() {
         let daemon = FakeDaemon::answering(200, OK);
         let client = BrokerClient::new(daemon.socket());
-        for input in [
-            "https://127.0.0.1:5000/v2/",
-            "127.0.0.1:5000\n",
-            "  http://127.0.0.1:5000  ",
-            "127.0.0.1:5000/ns/app",
-        ] {
+        for input in
+            ["https://127.0.0.1:5000/v2/", "127.0.0.1:5000\n", "  http://127.0.0.1:5000  ", "127.0.0.1:5000/ns/app"]
+        {
             let (code, out, _) = helper(&client, &["get"], input);
             assert_eq!(code, 0, "{input:?}: {out}");
-            assert!(
-                out.starts_with("{\"ServerURL\":\"127.0.0.1:5000\","),
-                "{input:?}: {out}"
-            );
+            assert!(out.starts_with("{\"ServerURL\":\"127.0.0.1:5000\","), "{input:?}: {out}");
         }
-        let (code, out, _) = helper(
-            &client,
-            &["get"],
-            "Demo-Registry.CN-Hangzhou.cr.aliyuncs.com",
-        );
+        let (code, out, _) = helper(&client, &["get"], "Demo-Registry.CN-Hangzhou.cr.aliyuncs.com");
         assert_eq!(code, 0);
-        assert!(
-            out.contains("\"ServerURL\":\"demo-registry.cn-hangzhou.cr.aliyuncs.com\""),
-            "{out}"
-        );
+        assert!(out.contains("\"ServerURL\":\"demo-registry.cn-hangzhou.cr.aliyuncs.com\""), "{out}");
         let paths: Vec<String> = daemon.seen().into_iter().map(|s| s.path).collect();
-        assert!(
-            paths[..4]
-                .iter()
-                .all(|p| p == "/v1/credentials/127.0.0.1%3A5000"),
-            "{paths:?}"
-        );
-        assert_eq!(
-            paths[4],
-            "/v1/credentials/demo-registry.cn-hangzhou.cr.aliyuncs.com"
-        );
+        assert!(paths[..4].iter().all(|p| p == "/v1/credentials/127.0.0.1%3A5000"), "{paths:?}");
+        assert_eq!(paths[4], "/v1/credentials/demo-registry.cn-hangzhou.cr.aliyuncs.com");
     }
 
     #[test]
@@ -258,15 +188,8 @@ mod tests {
             404,
             r#"{"error":{"code":"not_acr_registry","message":"docker.io is not an ACR registry"}}"#,
         );
-        let (code, out, _) = helper(
-            &BrokerClient::new(daemon.socket()),
-            &["get"],
-            "https://index.docker.io/v1/",
-        );
-        assert_eq!(
-            (code, out.as_str()),
-            (1, "credentials not found in native keychain\n")
-        );
+        let (code, out, _) = helper(&BrokerClient::new(daemon.socket()), &["get"], "https://index.docker.io/v1/");
+        assert_eq!((code, out.as_str()), (1, "credentials not found in native keychain\n"));
         assert_eq!(daemon.seen()[0].path, "/v1/credentials/index.docker.io");
     }
 
@@ -297,16 +220,9 @@ mod tests {
                 r#"{"error":{"code":"upstream_unavailable","message":"STS throttled"}}"#.to_owned(),
             )
         });
-        let (code, out, _) = helper(
-            &BrokerClient::new(daemon.socket()),
-            &["get"],
-            "127.0.0.1:5000",
-        );
+        let (code, out, _) = helper(&BrokerClient::new(daemon.socket()), &["get"], "127.0.0.1:5000");
         assert_eq!(code, 1);
-        assert!(
-            out.contains("503 upstream_unavailable: STS throttled; retry in 5s"),
-            "{out}"
-        );
+        assert!(out.contains("503 upstream_unavailable: STS throttled; retry in 5s"), "{out}");
         assert_eq!(out.lines().count(), 1);
     }
 
@@ -321,55 +237,32 @@ mod tests {
 
     #[test]
     fn get_without_url_says_so_and_bad_urls_are_named() {
-        assert_eq!(
-            helper(&nowhere(), &["get"], "  \n"),
-            (1, "no credentials server URL\n".into(), String::new())
-        );
+        assert_eq!(helper(&nowhere(), &["get"], "  \n"), (1, "no credentials server URL\n".into(), String::new()));
         let (code, out, _) = helper(&nowhere(), &["get"], "bad host");
         assert_eq!(code, 1);
-        assert!(
-            out.starts_with("acr-broker: invalid registry host \"bad host\""),
-            "{out}"
-        );
+        assert!(out.starts_with("acr-broker: invalid registry host \"bad host\""), "{out}");
         let (code, out, _) = helper(&nowhere(), &["get"], "h:99999");
         assert_eq!(code, 1);
-        assert!(
-            out.starts_with("acr-broker: invalid registry host \"h:99999\""),
-            "{out}"
-        );
+        assert!(out.starts_with("acr-broker: invalid registry host \"h:99999\""), "{out}");
     }
 
     #[test]
     fn store_and_erase_succeed_silently_without_calling_the_daemon() {
         let store = r#"{"ServerURL":"127.0.0.1:5000","Username":"u","Secret":"p"}"#;
-        assert_eq!(
-            helper(&nowhere(), &["store"], store),
-            (0, String::new(), String::new())
-        );
-        assert_eq!(
-            helper(&nowhere(), &["erase"], "127.0.0.1:5000"),
-            (0, String::new(), String::new())
-        );
+        assert_eq!(helper(&nowhere(), &["store"], store), (0, String::new(), String::new()));
+        assert_eq!(helper(&nowhere(), &["erase"], "127.0.0.1:5000"), (0, String::new(), String::new()));
     }
 
     #[test]
     fn list_and_version_and_help() {
         assert_eq!(helper(&nowhere(), &["list"], "unused").1, "{}\n");
-        let version = format!(
-            "docker-credential-acr-broker (acr-broker) {}\n",
-            env!("CARGO_PKG_VERSION")
-        );
+        let version = format!("docker-credential-acr-broker (acr-broker) {}\n", env!("CARGO_PKG_VERSION"));
         for v in ["version", "--version", "-v"] {
-            assert_eq!(
-                helper(&nowhere(), &[v], ""),
-                (0, version.clone(), String::new())
-            );
+            assert_eq!(helper(&nowhere(), &[v], ""), (0, version.clone(), String::new()));
         }
         let (code, out, _) = helper(&nowhere(), &["--help"], "");
         assert_eq!(code, 0);
-        assert!(
-            out.starts_with("Usage: docker-credential-acr-broker <store|get|erase|list|version>")
-        );
+        assert!(out.starts_with("Usage: docker-credential-acr-broker <store|get|erase|list|version>"));
     }
 
     #[test]
@@ -391,14 +284,8 @@ mod tests {
 
     #[test]
     fn normalize_handles_ipv6_and_rejects_empty_host() {
-        assert_eq!(
-            normalize_server_url("[::1]:5000").as_deref(),
-            Ok("[::1]:5000")
-        );
-        assert_eq!(
-            normalize_server_url("HTTPS://Reg.IO/v2/").as_deref(),
-            Ok("reg.io")
-        );
+        assert_eq!(normalize_server_url("[::1]:5000").as_deref(), Ok("[::1]:5000"));
+        assert_eq!(normalize_server_url("HTTPS://Reg.IO/v2/").as_deref(), Ok("reg.io"));
         assert!(normalize_server_url("https:///v2/").is_err());
         assert!(normalize_server_url(":5000").is_err());
     }

@@ -42,11 +42,7 @@ impl IdError {
         } else {
             value.to_owned()
         };
-        IdError {
-            what,
-            value,
-            reason: reason.into(),
-        }
+        IdError { what, value, reason: reason.into() }
     }
 }
 
@@ -110,24 +106,17 @@ impl TryFrom<&str> for Region {
         if s.len() > MAX_REGION_LEN {
             return Err(err("longer than 32 characters"));
         }
-        if !s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        {
+        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
             return Err(err("only lowercase letters, digits and '-' are allowed"));
         }
         let mut parts = s.split('-');
         let first = parts.next().unwrap_or_default();
         if first.len() < 2 || !first.bytes().all(|b| b.is_ascii_lowercase()) {
-            return Err(err(
-                "must start with at least two letters (like cn-hangzhou)",
-            ));
+            return Err(err("must start with at least two letters (like cn-hangzhou)"));
         }
         let rest: Vec<&str> = parts.collect();
         if rest.is_empty() || rest.len() > 4 {
-            return Err(err(
-                "expected 2 to 5 '-'-separated parts (like cn-hangzhou)",
-            ));
+            return Err(err("expected 2 to 5 '-'-separated parts (like cn-hangzhou)"));
         }
         if rest.iter().any(|p| p.is_empty()) {
             return Err(err("empty part between '-'"));
@@ -160,13 +149,8 @@ impl TryFrom<&str> for InstanceId {
         if !(8..=32).contains(&body.len()) {
             return Err(err("expected 8 to 32 characters after \"cri-\""));
         }
-        if !body
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        {
-            return Err(err(
-                "only lowercase letters and digits are allowed after \"cri-\"",
-            ));
+        if !body.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return Err(err("only lowercase letters and digits are allowed after \"cri-\""));
         }
         Ok(InstanceId(s.to_owned()))
     }
@@ -205,22 +189,15 @@ impl TryFrom<&str> for AccountId {
 string_id!(AccountId);
 
 /// Splits `acs:ram::<account>:<kind>/<name>` and checks the account; `what` names the ARN type.
-fn split_ram_arn<'a>(
-    s: &'a str,
-    kind: &str,
-    what: &'static str,
-) -> Result<(AccountId, &'a str), IdError> {
+fn split_ram_arn<'a>(s: &'a str, kind: &str, what: &'static str) -> Result<(AccountId, &'a str), IdError> {
     let err = |reason: String| IdError::new(what, s, reason);
-    let rest = s.strip_prefix("acs:ram::").ok_or_else(|| {
-        err(format!(
-            "must look like acs:ram::<account id>:{kind}/<name>"
-        ))
-    })?;
-    let (account, resource) = rest
-        .split_once(':')
-        .ok_or_else(|| err(format!("missing ':{kind}/<name>' after the account id")))?;
-    let account = AccountId::try_from(account)
-        .map_err(|e| err(format!("bad account id {:?}: {}", e.value, e.reason)))?;
+    let rest = s
+        .strip_prefix("acs:ram::")
+        .ok_or_else(|| err(format!("must look like acs:ram::<account id>:{kind}/<name>")))?;
+    let (account, resource) =
+        rest.split_once(':').ok_or_else(|| err(format!("missing ':{kind}/<name>' after the account id")))?;
+    let account =
+        AccountId::try_from(account).map_err(|e| err(format!("bad account id {:?}: {}", e.value, e.reason)))?;
     let name = resource
         .strip_prefix(kind)
         .and_then(|r| r.strip_prefix('/'))
@@ -288,24 +265,11 @@ impl TryFrom<&str> for RoleArn {
         if name.len() > MAX_ROLE_NAME_LEN {
             return Err(err("role name longer than 64 characters"));
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b))
-        {
-            return Err(err(
-                "role name may contain only letters, digits and . _ @ -",
-            ));
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b)) {
+            return Err(err("role name may contain only letters, digits and . _ @ -"));
         }
-        let key = format!(
-            "acs:ram::{}:role/{}",
-            account.as_str(),
-            name.to_ascii_lowercase()
-        );
-        Ok(RoleArn {
-            original: s.to_owned(),
-            account,
-            key,
-        })
+        let key = format!("acs:ram::{}:role/{}", account.as_str(), name.to_ascii_lowercase());
+        Ok(RoleArn { original: s.to_owned(), account, key })
     }
 }
 string_id!(RoleArn);
@@ -343,18 +307,10 @@ impl TryFrom<&str> for OidcProviderArn {
         if name.len() > MAX_OIDC_PROVIDER_NAME_LEN {
             return Err(err("provider name longer than 128 characters"));
         }
-        if !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
-            return Err(err(
-                "provider name may contain only letters, digits and . _ -",
-            ));
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(err("provider name may contain only letters, digits and . _ -"));
         }
-        Ok(OidcProviderArn {
-            original: s.to_owned(),
-            account,
-        })
+        Ok(OidcProviderArn { original: s.to_owned(), account })
     }
 }
 string_id!(OidcProviderArn);
@@ -374,10 +330,7 @@ pub struct InstanceRef {
 impl InstanceRef {
     /// The same instance with `region` filled in from `default` when it was not given.
     pub fn with_default_region(&self, default: &Region) -> InstanceRef {
-        InstanceRef {
-            region: Some(self.region.clone().unwrap_or_else(|| default.clone())),
-            id: self.id.clone(),
-        }
+        InstanceRef { region: Some(self.region.clone().unwrap_or_else(|| default.clone())), id: self.id.clone() }
     }
 }
 
@@ -393,13 +346,9 @@ impl fmt::Display for InstanceRef {
 impl TryFrom<&str> for InstanceRef {
     type Error = IdError;
     fn try_from(s: &str) -> Result<Self, IdError> {
-        let err =
-            |e: IdError| IdError::new("instance reference", s, format!("{}: {}", e.what, e.reason));
+        let err = |e: IdError| IdError::new("instance reference", s, format!("{}: {}", e.what, e.reason));
         match s.split_once(':') {
-            None => Ok(InstanceRef {
-                region: None,
-                id: InstanceId::try_from(s).map_err(err)?,
-            }),
+            None => Ok(InstanceRef { region: None, id: InstanceId::try_from(s).map_err(err)? }),
             Some((region, id)) => Ok(InstanceRef {
                 region: Some(Region::try_from(region).map_err(err)?),
                 id: InstanceId::try_from(id).map_err(err)?,

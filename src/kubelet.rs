@@ -73,10 +73,7 @@ struct AuthConfig<'a> {
 pub fn run(stdin: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> i32 {
     let client = BrokerClient::from_env()
         .with_timeout(KUBELET_TIMEOUT)
-        .with_user_agent(format!(
-            "acr-broker-kubelet-plugin/{}",
-            env!("CARGO_PKG_VERSION")
-        ));
+        .with_user_agent(format!("acr-broker-kubelet-plugin/{}", env!("CARGO_PKG_VERSION")));
     run_with(&client, &crate::clock::system(), stdin, stdout, stderr)
 }
 
@@ -103,11 +100,7 @@ pub fn run_with(
 }
 
 /// Request in, response JSON out, or the reason there is none.
-fn handle(
-    client: &BrokerClient,
-    clock: &SharedClock,
-    stdin: &mut dyn Read,
-) -> Result<String, String> {
+fn handle(client: &BrokerClient, clock: &SharedClock, stdin: &mut dyn Read) -> Result<String, String> {
     let request = read_request(stdin)?;
     let host = crate::registry::host_from_image(&request.image)
         .map_err(|e| format!("image {:?} has no usable registry host: {e}", request.image))?;
@@ -131,13 +124,9 @@ fn handle(
         service_account_annotations: sa_annotations,
     };
     let socket = client.socket().display().to_string();
-    let answer = client.post_credentials(&daemon_request).map_err(|e| {
-        format!(
-            "no credentials for {}: {}",
-            request.image,
-            one_line(&e.to_string())
-        )
-    })?;
+    let answer = client
+        .post_credentials(&daemon_request)
+        .map_err(|e| format!("no credentials for {}: {}", request.image, one_line(&e.to_string())))?;
     let mut response = CredentialProviderResponse {
         kind: "CredentialProviderResponse",
         api_version: &request.api_version,
@@ -148,27 +137,13 @@ fn handle(
     match &answer {
         Answer::Credentials(c) => {
             response.cache_duration = go_duration(cache_duration(c.expires_at, clock.now()));
-            let config = AuthConfig {
-                username: &c.username,
-                password: c.password.expose_secret(),
-            };
+            let config = AuthConfig { username: &c.username, password: c.password.expose_secret() };
             response.auth = Some(BTreeMap::from([(auth_key, config)]));
         }
         Answer::NotOurs { .. } => {}
-        Answer::Error {
-            status,
-            code,
-            message,
-            retry_after,
-        } => {
-            let code = if code.is_empty() {
-                String::new()
-            } else {
-                format!(" {code}")
-            };
-            let retry = retry_after
-                .map(|s| format!("; retry in {s}s"))
-                .unwrap_or_default();
+        Answer::Error { status, code, message, retry_after } => {
+            let code = if code.is_empty() { String::new() } else { format!(" {code}") };
+            let retry = retry_after.map(|s| format!("; retry in {s}s")).unwrap_or_default();
             return Err(format!(
                 "no credentials for {} (registry {}): {status}{code}: {message}{retry} (daemon socket {socket})",
                 request.image,
@@ -182,28 +157,17 @@ fn handle(
 /// Reads and validates the request: known apiVersion and kind, non-empty image, no extra fields.
 fn read_request(stdin: &mut dyn Read) -> Result<CredentialProviderRequest, String> {
     let mut buf = Vec::new();
-    stdin
-        .take(MAX_STDIN + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    stdin.take(MAX_STDIN + 1).read_to_end(&mut buf).map_err(|e| format!("cannot read stdin: {e}"))?;
     if buf.len() as u64 > MAX_STDIN {
-        return Err(format!(
-            "stdin is larger than {MAX_STDIN} bytes; expected one CredentialProviderRequest"
-        ));
+        return Err(format!("stdin is larger than {MAX_STDIN} bytes; expected one CredentialProviderRequest"));
     }
     if buf.iter().all(u8::is_ascii_whitespace) {
-        return Err(
-            "stdin is empty; expected a CredentialProviderRequest JSON object from the kubelet"
-                .into(),
-        );
+        return Err("stdin is empty; expected a CredentialProviderRequest JSON object from the kubelet".into());
     }
-    let request: CredentialProviderRequest = serde_json::from_slice(&buf)
-        .map_err(|e| format!("stdin is not a valid CredentialProviderRequest: {e}"))?;
+    let request: CredentialProviderRequest =
+        serde_json::from_slice(&buf).map_err(|e| format!("stdin is not a valid CredentialProviderRequest: {e}"))?;
     if request.kind != "CredentialProviderRequest" {
-        return Err(format!(
-            "kind {:?} is not CredentialProviderRequest",
-            request.kind
-        ));
+        return Err(format!("kind {:?} is not CredentialProviderRequest", request.kind));
     }
     if !API_VERSIONS.contains(&request.api_version.as_str()) {
         return Err(format!(
@@ -253,11 +217,7 @@ mod tests {
         let clock: SharedClock = ManualClock::new(expires - Duration::from_secs(59 * 60));
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let code = run_with(client, &clock, &mut input.as_bytes(), &mut out, &mut err);
-        (
-            code,
-            String::from_utf8(out).unwrap(),
-            String::from_utf8(err).unwrap(),
-        )
+        (code, String::from_utf8(out).unwrap(), String::from_utf8(err).unwrap())
     }
 
     fn request(api_version: &str, extra: &str) -> String {
@@ -273,10 +233,7 @@ mod tests {
     #[test]
     fn v1_request_gets_registry_keyed_auth_and_half_life_cache() {
         let daemon = FakeDaemon::answering(200, OK);
-        let (code, out, err) = plugin(
-            &BrokerClient::new(daemon.socket()),
-            &request(API_VERSIONS[0], ""),
-        );
+        let (code, out, err) = plugin(&BrokerClient::new(daemon.socket()), &request(API_VERSIONS[0], ""));
         assert_eq!(code, 0, "{err}");
         assert_eq!(
             out,
@@ -285,19 +242,10 @@ mod tests {
                 + "\n"
         );
         let seen = &daemon.seen()[0];
-        assert_eq!(
-            (seen.method.as_str(), seen.path.as_str()),
-            ("POST", "/v1/credentials")
-        );
+        assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/v1/credentials"));
         let body: serde_json::Value = serde_json::from_str(&seen.body).unwrap();
-        assert_eq!(
-            body["registry"],
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com"
-        );
-        assert_eq!(
-            body["image"],
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com/ns/app"
-        );
+        assert_eq!(body["registry"], "demo-registry.cn-hangzhou.cr.aliyuncs.com");
+        assert_eq!(body["image"], "demo-registry.cn-hangzhou.cr.aliyuncs.com/ns/app");
         assert!(body.get("service_account_token").is_none());
     }
 
@@ -316,10 +264,7 @@ mod tests {
     fn service_account_token_and_annotations_are_forwarded() {
         let daemon = FakeDaemon::answering(200, OK);
         let extra = r#","serviceAccountToken":"sa.jwt.token","serviceAccountAnnotations":{"k8s.aliyun.com/acr-service-arns":"acs:ram::1:role/a","k8s.aliyun.com/acr-instance-ids":"cri-abc","team":"x"}"#;
-        let (code, _, err) = plugin(
-            &BrokerClient::new(daemon.socket()),
-            &request(API_VERSIONS[0], extra),
-        );
+        let (code, _, err) = plugin(&BrokerClient::new(daemon.socket()), &request(API_VERSIONS[0], extra));
         assert_eq!(code, 0, "{err}");
         let body: serde_json::Value = serde_json::from_str(&daemon.seen()[0].body).unwrap();
         assert_eq!(body["service_account_token"], "sa.jwt.token");
@@ -346,10 +291,7 @@ mod tests {
 
     #[test]
     fn unknown_field_is_rejected_by_name() {
-        let (code, out, err) = plugin(
-            &nowhere(),
-            &request(API_VERSIONS[0], r#","imagePullPolicy":"Always""#),
-        );
+        let (code, out, err) = plugin(&nowhere(), &request(API_VERSIONS[0], r#","imagePullPolicy":"Always""#));
         assert_eq!((code, out.as_str()), (1, ""));
         assert!(err.starts_with("acr-broker kubelet-plugin: "), "{err}");
         assert!(err.contains("unknown field `imagePullPolicy`"), "{err}");
@@ -369,18 +311,12 @@ mod tests {
                 &request("credentialprovider.kubelet.k8s.io/v2", ""),
                 "apiVersion \"credentialprovider.kubelet.k8s.io/v2\" is not supported",
             ),
-            (
-                &request(API_VERSIONS[0], "").replace("CredentialProviderRequest", "Pod"),
-                "kind \"Pod\"",
-            ),
+            (&request(API_VERSIONS[0], "").replace("CredentialProviderRequest", "Pod"), "kind \"Pod\""),
             (
                 r#"{"kind":"CredentialProviderRequest","apiVersion":"credentialprovider.kubelet.k8s.io/v1","image":""}"#,
                 "image is empty",
             ),
-            (
-                &(request(API_VERSIONS[0], "") + "{}"),
-                "trailing characters",
-            ),
+            (&(request(API_VERSIONS[0], "") + "{}"), "trailing characters"),
         ];
         for (input, want) in cases {
             let (code, out, err) = plugin(&nowhere(), input);
@@ -391,26 +327,14 @@ mod tests {
 
     #[test]
     fn denied_and_daemon_down_fail_with_reason_on_stderr() {
-        let daemon = FakeDaemon::answering(
-            403,
-            r#"{"error":{"code":"NoPermission","message":"denied"}}"#,
-        );
-        let (code, out, err) = plugin(
-            &BrokerClient::new(daemon.socket()),
-            &request(API_VERSIONS[0], ""),
-        );
+        let daemon = FakeDaemon::answering(403, r#"{"error":{"code":"NoPermission","message":"denied"}}"#);
+        let (code, out, err) = plugin(&BrokerClient::new(daemon.socket()), &request(API_VERSIONS[0], ""));
         assert_eq!((code, out.as_str()), (1, ""));
         assert!(err.contains("403 NoPermission: denied"), "{err}");
-        assert!(
-            err.contains(&daemon.socket().display().to_string()),
-            "{err}"
-        );
+        assert!(err.contains(&daemon.socket().display().to_string()), "{err}");
         let (code, _, err) = plugin(&nowhere(), &request(API_VERSIONS[0], ""));
         assert_eq!(code, 1);
-        assert!(
-            err.contains("cannot reach acr-broker at /nonexistent/acr-broker-test.sock"),
-            "{err}"
-        );
+        assert!(err.contains("cannot reach acr-broker at /nonexistent/acr-broker-test.sock"), "{err}");
     }
 
     #[test]
@@ -436,18 +360,9 @@ mod tests {
     #[test]
     fn cache_duration_is_half_the_remaining_life_and_never_negative() {
         let t = parse_rfc3339(EXPIRES).unwrap();
-        assert_eq!(
-            cache_duration(t, t - Duration::from_secs(3540)),
-            Duration::from_secs(1770)
-        );
-        assert_eq!(
-            cache_duration(t, t - Duration::from_secs(1)),
-            Duration::ZERO
-        );
+        assert_eq!(cache_duration(t, t - Duration::from_secs(3540)), Duration::from_secs(1770));
+        assert_eq!(cache_duration(t, t - Duration::from_secs(1)), Duration::ZERO);
         assert_eq!(cache_duration(t, t), Duration::ZERO);
-        assert_eq!(
-            cache_duration(t, t + Duration::from_secs(600)),
-            Duration::ZERO
-        );
+        assert_eq!(cache_duration(t, t + Duration::from_secs(600)), Duration::ZERO);
     }
 }

@@ -95,7 +95,8 @@ impl Metrics {
             "Time to answer a request, by surface.",
             &["surface"],
         );
-        let cache_hits = counter_vec(&registry, "acr_broker_cache_hits_total", "Lookups served from the cache.", &["cache"]);
+        let cache_hits =
+            counter_vec(&registry, "acr_broker_cache_hits_total", "Lookups served from the cache.", &["cache"]);
         let cache_misses =
             counter_vec(&registry, "acr_broker_cache_misses_total", "Lookups that had to load upstream.", &["cache"]);
         let cache_coalesced = counter_vec(
@@ -116,8 +117,9 @@ impl Metrics {
             "Answers served from an entry past its refresh point (still valid).",
             &["cache"],
         );
-        let cache_entries = IntGaugeVec::new(Opts::new("acr_broker_cache_entries", "Entries held, per cache."), &["cache"])
-            .unwrap_or_else(|e| unreachable_metric("acr_broker_cache_entries", e));
+        let cache_entries =
+            IntGaugeVec::new(Opts::new("acr_broker_cache_entries", "Entries held, per cache."), &["cache"])
+                .unwrap_or_else(|e| unreachable_metric("acr_broker_cache_entries", e));
         let _ = registry.register(Box::new(cache_entries.clone()));
         let cache_soonest_expiry = prometheus::GaugeVec::new(
             Opts::new("acr_broker_cache_soonest_expiry_seconds", "Seconds until the soonest entry expiry, per cache."),

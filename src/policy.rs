@@ -84,11 +84,7 @@ impl PolicyError {
 
 fn shorten(value: &str) -> String {
     if value.chars().count() > MAX_ECHO {
-        value
-            .chars()
-            .take(MAX_ECHO)
-            .chain(std::iter::once('…'))
-            .collect()
+        value.chars().take(MAX_ECHO).chain(std::iter::once('…')).collect()
     } else {
         value.to_owned()
     }
@@ -114,9 +110,7 @@ impl Annotations {
     /// of at most [`MAX_LIST_ITEMS`] comma-separated items and [`MAX_VALUE_LEN`] bytes; an empty
     /// item (`a,,b`, a trailing comma), a bad id or a key given twice is an error naming the key
     /// and value.
-    pub fn from_map<'a>(
-        map: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Option<Annotations>, PolicyError> {
+    pub fn from_map<'a>(map: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Option<Annotations>, PolicyError> {
         let mut out = Annotations::default();
         let mut seen = [false; 3];
         for (key, value) in map {
@@ -127,21 +121,11 @@ impl Annotations {
                 _ => continue,
             };
             if std::mem::replace(&mut seen[slot], true) {
-                return Err(invalid(
-                    key_name(slot),
-                    value,
-                    "annotation given more than once".into(),
-                ));
+                return Err(invalid(key_name(slot), value, "annotation given more than once".into()));
             }
             match slot {
-                0 => {
-                    out.instance_ids =
-                        parse_list(INSTANCE_IDS_KEY, value, |s| InstanceRef::try_from(s))?
-                }
-                1 => {
-                    out.service_arns =
-                        parse_list(SERVICE_ARNS_KEY, value, |s| RoleArn::try_from(s))?
-                }
+                0 => out.instance_ids = parse_list(INSTANCE_IDS_KEY, value, |s| InstanceRef::try_from(s))?,
+                1 => out.service_arns = parse_list(SERVICE_ARNS_KEY, value, |s| RoleArn::try_from(s))?,
                 _ => out.user_arns = parse_list(USER_ARNS_KEY, value, |s| RoleArn::try_from(s))?,
             }
         }
@@ -159,11 +143,7 @@ fn key_name(slot: usize) -> &'static str {
 }
 
 fn invalid(key: &'static str, value: &str, reason: String) -> PolicyError {
-    PolicyError::InvalidAnnotation {
-        key,
-        value: shorten(value),
-        reason,
-    }
+    PolicyError::InvalidAnnotation { key, value: shorten(value), reason }
 }
 
 /// Splits a comma-separated list, trims each item, parses it, drops repeats (first one wins).
@@ -173,35 +153,19 @@ fn parse_list<T: PartialEq>(
     parse: impl Fn(&str) -> Result<T, IdError>,
 ) -> Result<Vec<T>, PolicyError> {
     if value.len() > MAX_VALUE_LEN {
-        return Err(invalid(
-            key,
-            value,
-            format!("longer than {MAX_VALUE_LEN} bytes"),
-        ));
+        return Err(invalid(key, value, format!("longer than {MAX_VALUE_LEN} bytes")));
     }
     if value.trim().is_empty() {
-        return Err(invalid(
-            key,
-            value,
-            "empty value (remove the annotation instead)".into(),
-        ));
+        return Err(invalid(key, value, "empty value (remove the annotation instead)".into()));
     }
     let items: Vec<&str> = value.split(',').map(str::trim).collect();
     if items.len() > MAX_LIST_ITEMS {
-        return Err(invalid(
-            key,
-            value,
-            format!("more than {MAX_LIST_ITEMS} items"),
-        ));
+        return Err(invalid(key, value, format!("more than {MAX_LIST_ITEMS} items")));
     }
     let mut out: Vec<T> = Vec::with_capacity(items.len());
     for (n, item) in items.iter().enumerate() {
         if item.is_empty() {
-            return Err(invalid(
-                key,
-                value,
-                format!("item {} is empty (stray comma?)", n + 1),
-            ));
+            return Err(invalid(key, value, format!("item {} is empty (stray comma?)", n + 1)));
         }
         let parsed = parse(item).map_err(|e| invalid(key, value, e.to_string()))?;
         if !out.contains(&parsed) {
@@ -311,28 +275,14 @@ pub fn plan(
     let effective = request.filter(|a| !a.is_empty()).unwrap_or(node_defaults);
     let target = target_for(host, effective, default_region)?;
     let chains = role_chains(effective)?;
-    Ok(Plan {
-        host: host.clone(),
-        target,
-        chains,
-        default_region: default_region.clone(),
-    })
+    Ok(Plan { host: host.clone(), target, chains, default_region: default_region.clone() })
 }
 
-fn target_for(
-    host: &RegistryHost,
-    annotations: &Annotations,
-    default_region: &Region,
-) -> Result<Target, PolicyError> {
+fn target_for(host: &RegistryHost, annotations: &Annotations, default_region: &Region) -> Result<Target, PolicyError> {
     match host.kind() {
-        RegistryKind::Enterprise {
-            instance_name,
-            region,
-            ..
-        } => Ok(Target::Enterprise {
-            region,
-            instance: InstanceSelector::ByName(instance_name),
-        }),
+        RegistryKind::Enterprise { instance_name, region, .. } => {
+            Ok(Target::Enterprise { region, instance: InstanceSelector::ByName(instance_name) })
+        }
         RegistryKind::Personal { region, .. } => Ok(Target::Personal { region }),
         RegistryKind::Custom => {
             let mut candidates: Vec<InstanceRef> = Vec::new();
@@ -343,16 +293,10 @@ fn target_for(
                 }
             }
             let region = match candidates.first() {
-                Some(first) => first
-                    .region
-                    .clone()
-                    .unwrap_or_else(|| default_region.clone()),
+                Some(first) => first.region.clone().unwrap_or_else(|| default_region.clone()),
                 None => return Err(PolicyError::NotAcrRegistry { host: host.clone() }),
             };
-            Ok(Target::Enterprise {
-                region,
-                instance: InstanceSelector::CustomDomain { candidates },
-            })
+            Ok(Target::Enterprise { region, instance: InstanceSelector::CustomDomain { candidates } })
         }
     }
 }
@@ -362,29 +306,14 @@ fn role_chains(a: &Annotations) -> Result<Vec<RoleChain>, PolicyError> {
     match (a.service_arns.is_empty(), a.user_arns.is_empty()) {
         (true, true) => Ok(vec![RoleChain(Vec::new())]),
         (true, false) => {
-            let user_arns = a
-                .user_arns
-                .iter()
-                .map(RoleArn::as_str)
-                .collect::<Vec<_>>()
-                .join(",");
-            Err(PolicyError::UserArnWithoutServiceArn {
-                user_arns: shorten(&user_arns),
-            })
+            let user_arns = a.user_arns.iter().map(RoleArn::as_str).collect::<Vec<_>>().join(",");
+            Err(PolicyError::UserArnWithoutServiceArn { user_arns: shorten(&user_arns) })
         }
-        (false, true) => Ok(a
-            .service_arns
-            .iter()
-            .map(|s| RoleChain(vec![s.clone()]))
-            .collect()),
+        (false, true) => Ok(a.service_arns.iter().map(|s| RoleChain(vec![s.clone()])).collect()),
         (false, false) => Ok(a
             .service_arns
             .iter()
-            .flat_map(|s| {
-                a.user_arns
-                    .iter()
-                    .map(move |u| RoleChain(vec![s.clone(), u.clone()]))
-            })
+            .flat_map(|s| a.user_arns.iter().map(move |u| RoleChain(vec![s.clone(), u.clone()])))
             .collect()),
     }
 }

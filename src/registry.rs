@@ -80,11 +80,7 @@ pub struct HostError {
 impl HostError {
     fn new(input: &str, kind: HostErrorKind) -> Self {
         let input = if input.chars().count() > 128 {
-            input
-                .chars()
-                .take(128)
-                .chain(std::iter::once('…'))
-                .collect()
+            input.chars().take(128).chain(std::iter::once('…')).collect()
         } else {
             input.to_owned()
         };
@@ -194,11 +190,7 @@ impl RegistryHost {
             Some(p) => format!("{host}:{p}"),
             None => host,
         };
-        Ok(RegistryHost {
-            key,
-            host_len,
-            port,
-        })
+        Ok(RegistryHost { key, host_len, port })
     }
 
     /// `host[:port]`, lowercased: the key runtimes use for this registry.
@@ -219,11 +211,7 @@ impl RegistryHost {
     /// True for `localhost`, 127.0.0.0/8 and `[::1]`: hosts where plain http is acceptable.
     pub fn is_loopback(&self) -> bool {
         let host = self.host();
-        host == "localhost"
-            || host
-                .parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| ip.is_loopback())
-            || host == "[::1]"
+        host == "localhost" || host.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| ip.is_loopback()) || host == "[::1]"
     }
 
     /// Which ACR edition, region and instance name this host names, if it is an ACR default domain.
@@ -231,14 +219,10 @@ impl RegistryHost {
     /// Only no port or `:443` qualifies; any other port makes the host [`RegistryKind::Custom`],
     /// and so does any punycode (`xn--`) label: ACR never issues internationalised names.
     pub fn kind(&self) -> RegistryKind {
-        if self.port.is_some_and(|p| p != 443)
-            || self.host().split('.').any(|l| l.starts_with("xn--"))
-        {
+        if self.port.is_some_and(|p| p != 443) || self.host().split('.').any(|l| l.starts_with("xn--")) {
             return RegistryKind::Custom;
         }
-        enterprise_kind(self.host())
-            .or_else(|| personal_kind(self.host()))
-            .unwrap_or(RegistryKind::Custom)
+        enterprise_kind(self.host()).or_else(|| personal_kind(self.host())).unwrap_or(RegistryKind::Custom)
     }
 }
 
@@ -282,10 +266,7 @@ fn split_host_port(authority: &str) -> Result<(&str, Option<&str>), HostErrorKin
         let (host, rest) = authority.split_at(end + 1);
         return match rest {
             "" => Ok((host, None)),
-            _ => rest
-                .strip_prefix(':')
-                .map(|p| (host, Some(p)))
-                .ok_or(HostErrorKind::BadIpv6),
+            _ => rest.strip_prefix(':').map(|p| (host, Some(p))).ok_or(HostErrorKind::BadIpv6),
         };
     }
     match authority.split_once(':') {
@@ -311,10 +292,7 @@ fn parse_port(port: &str) -> Result<u16, HostErrorKind> {
 
 /// `[addr]` → `[canonical addr]`.
 fn normalise_ipv6(bracketed: &str) -> Result<String, HostErrorKind> {
-    let inner = bracketed
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .ok_or(HostErrorKind::BadIpv6)?;
+    let inner = bracketed.strip_prefix('[').and_then(|s| s.strip_suffix(']')).ok_or(HostErrorKind::BadIpv6)?;
     let ip: Ipv6Addr = inner.parse().map_err(|_| HostErrorKind::BadIpv6)?;
     Ok(format!("[{ip}]"))
 }
@@ -335,9 +313,7 @@ fn normalise_dns(host: &str) -> Result<String, HostErrorKind> {
         if label.len() > MAX_LABEL_LEN {
             return Err(HostErrorKind::LabelTooLong);
         }
-        let chars_ok = label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let chars_ok = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !chars_ok || label.starts_with('-') || label.ends_with('-') {
             return Err(HostErrorKind::BadLabel(label.to_owned()));
         }
@@ -366,17 +342,11 @@ fn enterprise_kind(host: &str) -> Option<RegistryKind> {
         None => (first.strip_suffix("-registry")?, false),
     };
     let mut bytes = name.bytes();
-    let starts_ok = bytes
-        .next()
-        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    let starts_ok = bytes.next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !starts_ok || !bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
         return None;
     }
-    Some(RegistryKind::Enterprise {
-        instance_name: name.to_owned(),
-        region,
-        vpc,
-    })
+    Some(RegistryKind::Enterprise { instance_name: name.to_owned(), region, vpc })
 }
 
 /// `registry[-intl][-vpc|-internal].<region>.aliyuncs.com`, exactly.
@@ -394,10 +364,7 @@ fn personal_kind(host: &str) -> Option<RegistryKind> {
         "-internal" => PersonalNetwork::Internal,
         _ => return None,
     };
-    Some(RegistryKind::Personal {
-        region,
-        variant: PersonalVariant { intl, network },
-    })
+    Some(RegistryKind::Personal { region, variant: PersonalVariant { intl, network } })
 }
 
 /// The registry host of a docker image reference (`nginx` → `docker.io`,
@@ -419,9 +386,8 @@ pub fn host_from_image(image: &str) -> Result<RegistryHost, HostError> {
     let Some((first, _)) = image.split_once('/') else {
         return RegistryHost::parse(DOCKER_HUB);
     };
-    let is_registry = first.contains(['.', ':'])
-        || first == "localhost"
-        || first.chars().any(|c| c.is_ascii_uppercase());
+    let is_registry =
+        first.contains(['.', ':']) || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase());
     if !is_registry {
         return RegistryHost::parse(DOCKER_HUB);
     }

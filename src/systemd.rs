@@ -27,8 +27,8 @@ const LISTEN_FDS_START: RawFd = 3;
 /// Upper bound on `LISTEN_FDS` we accept; the socket unit passes one, anything huge is garbage.
 const MAX_LISTEN_FDS: u32 = 1024;
 
-/// How long a notification may block when the manager's queue is full (the default value is
-/// 500 ms); a lost `WATCHDOG=1` is retried on the next tick, a blocked runtime thread is worse.
+/// How long a notification may block when the manager's queue is full: 500 ms. A lost
+/// `WATCHDOG=1` is retried on the next tick; a runtime thread blocked for long is worse.
 const NOTIFY_SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Name systemd's `sd_listen_fds_with_names` reports when `LISTEN_FDNAMES` is unset.
@@ -55,10 +55,7 @@ impl Notify {
             Notify::Stopping => "STOPPING=1".to_owned(),
             Notify::Watchdog => "WATCHDOG=1".to_owned(),
             Notify::Status(text) => {
-                let one_line: String = text
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .collect();
+                let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
                 format!("STATUS={one_line}")
             }
         }
@@ -111,10 +108,7 @@ fn notify_to(socket: &OsStr, states: &[Notify]) -> io::Result<()> {
     if sent != msg.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
-            format!(
-                "sd_notify datagram truncated: sent {sent} of {} bytes",
-                msg.len()
-            ),
+            format!("sd_notify datagram truncated: sent {sent} of {} bytes", msg.len()),
         ));
     }
     Ok(())
@@ -134,10 +128,7 @@ fn send_abstract(sock: &UnixDatagram, name: &[u8], msg: &[u8]) -> io::Result<usi
 /// Abstract sockets exist only on Linux; elsewhere an `@` socket is an error.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn send_abstract(_sock: &UnixDatagram, _name: &[u8], _msg: &[u8]) -> io::Result<usize> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "abstract NOTIFY_SOCKET is supported on Linux only",
-    ))
+    Err(io::Error::new(io::ErrorKind::Unsupported, "abstract NOTIFY_SOCKET is supported on Linux only"))
 }
 
 /// What was wrong with a systemd environment variable.
@@ -156,11 +147,7 @@ pub enum EnvError {
 }
 
 fn invalid(name: &'static str, value: &str, reason: &'static str) -> EnvError {
-    EnvError::Invalid {
-        name,
-        value: value.to_owned(),
-        reason,
-    }
+    EnvError::Invalid { name, value: value.to_owned(), reason }
 }
 
 /// The interval at which to send `WATCHDOG=1`, or `None` when the watchdog is off.
@@ -180,25 +167,18 @@ pub fn watchdog_interval() -> Option<Duration> {
 }
 
 /// [`watchdog_interval`] on explicit inputs: `WATCHDOG_USEC`, `WATCHDOG_PID` and our pid.
-fn watchdog_interval_from(
-    usec: Option<&str>,
-    pid: Option<&str>,
-    our_pid: u32,
-) -> Result<Option<Duration>, EnvError> {
+fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Result<Option<Duration>, EnvError> {
     let Some(usec) = usec else {
         return Ok(None);
     };
     if let Some(pid) = pid {
-        let pid: u32 = pid
-            .parse()
-            .map_err(|_| invalid("WATCHDOG_PID", pid, "expected a process id"))?;
+        let pid: u32 = pid.parse().map_err(|_| invalid("WATCHDOG_PID", pid, "expected a process id"))?;
         if pid != our_pid {
             return Ok(None);
         }
     }
-    let micros: u64 = usec
-        .parse()
-        .map_err(|_| invalid("WATCHDOG_USEC", usec, "expected microseconds as an integer"))?;
+    let micros: u64 =
+        usec.parse().map_err(|_| invalid("WATCHDOG_USEC", usec, "expected microseconds as an integer"))?;
     if micros == 0 {
         return Err(invalid("WATCHDOG_USEC", usec, "must be greater than 0"));
     }
@@ -211,9 +191,7 @@ fn watchdog_interval_from(
 ///
 /// While `health()` is false the pings stop, so systemd kills and restarts a wedged daemon after
 /// `WatchdogSec=`; when health returns, pings resume. Call it from inside the runtime.
-pub fn spawn_watchdog(
-    health: impl Fn() -> bool + Send + 'static,
-) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_watchdog(health: impl Fn() -> bool + Send + 'static) -> Option<tokio::task::JoinHandle<()>> {
     let interval = watchdog_interval()?;
     let socket = env::var_os("NOTIFY_SOCKET")?;
     let runtime = match tokio::runtime::Handle::try_current() {
@@ -223,10 +201,7 @@ pub fn spawn_watchdog(
             return None;
         }
     };
-    tracing::info!(
-        interval_ms = interval.as_millis() as u64,
-        "systemd watchdog enabled"
-    );
+    tracing::info!(interval_ms = interval.as_millis() as u64, "systemd watchdog enabled");
     Some(runtime.spawn(watchdog_loop(socket, interval, health)))
 }
 
@@ -320,12 +295,7 @@ pub fn try_take_listen_fds() -> Result<Vec<ListenFd>, ListenFdsError> {
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         env::remove_var(name);
     }
-    let planned = parse_listen_env(
-        pid.as_deref(),
-        count.as_deref(),
-        names.as_deref(),
-        std::process::id(),
-    )?;
+    let planned = parse_listen_env(pid.as_deref(), count.as_deref(), names.as_deref(), std::process::id())?;
     let mut taken = Vec::with_capacity(planned.len());
     for (fd, name) in planned {
         // SAFETY: LISTEN_PID named this process, so per sd_listen_fds(3) systemd passed us fds
@@ -346,41 +316,27 @@ fn parse_listen_env(
     let (Some(pid), Some(count)) = (pid, count) else {
         return Ok(Vec::new());
     };
-    let pid: u32 = pid
-        .parse()
-        .map_err(|_| invalid("LISTEN_PID", pid, "expected a process id"))?;
+    let pid: u32 = pid.parse().map_err(|_| invalid("LISTEN_PID", pid, "expected a process id"))?;
     if pid != our_pid {
         return Ok(Vec::new());
     }
-    let n: u32 = count
-        .parse()
-        .map_err(|_| invalid("LISTEN_FDS", count, "expected a count of fds"))?;
+    let n: u32 = count.parse().map_err(|_| invalid("LISTEN_FDS", count, "expected a count of fds"))?;
     if n > MAX_LISTEN_FDS {
         return Err(invalid("LISTEN_FDS", count, "more than 1024 fds"));
     }
     let names: Vec<String> = match names {
         None => vec![UNKNOWN_FD_NAME.to_owned(); n as usize],
         Some(list) => {
-            let split: Vec<String> = if n == 0 && list.is_empty() {
-                Vec::new()
-            } else {
-                list.split(':').map(str::to_owned).collect()
-            };
+            let split: Vec<String> =
+                if n == 0 && list.is_empty() { Vec::new() } else { list.split(':').map(str::to_owned).collect() };
             if split.len() != n as usize {
-                return Err(invalid(
-                    "LISTEN_FDNAMES",
-                    list,
-                    "expected one ':'-separated name per fd in LISTEN_FDS",
-                ));
+                return Err(invalid("LISTEN_FDNAMES", list, "expected one ':'-separated name per fd in LISTEN_FDS"));
             }
             split
         }
     };
     // n <= MAX_LISTEN_FDS, so every fd number fits in RawFd.
-    Ok((0..n as RawFd)
-        .map(|i| LISTEN_FDS_START + i)
-        .zip(names)
-        .collect())
+    Ok((0..n as RawFd).map(|i| LISTEN_FDS_START + i).zip(names).collect())
 }
 
 /// Wraps the listening socket `fd` as a [`ListenFd`], with `FD_CLOEXEC` and non-blocking set.
@@ -391,17 +347,11 @@ fn parse_listen_env(
 /// The caller must own `fd` (an open fd nobody else will use or close) or `fd` must be closed;
 /// a closed fd is reported as an error and not touched again.
 unsafe fn adopt_listen_fd(fd: RawFd, name: String) -> Result<ListenFd, ListenFdsError> {
-    let fd_error = |reason: String| ListenFdsError::Fd {
-        fd,
-        name: name.clone(),
-        reason,
-    };
+    let fd_error = |reason: String| ListenFdsError::Fd { fd, name: name.clone(), reason };
     // SAFETY: used only for the duration of this dup; if `fd` is not open, fcntl answers EBADF
     // and we stop before claiming ownership of a number that is not ours.
     let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
-    let dup = borrowed
-        .try_clone_to_owned()
-        .map_err(|err| fd_error(format!("not an open fd: {err}")))?;
+    let dup = borrowed.try_clone_to_owned().map_err(|err| fd_error(format!("not an open fd: {err}")))?;
     // SAFETY: the dup above proved `fd` open, and the caller guarantees we own it; dropping the
     // OwnedFd closes the original, which (unlike the dup) lacks FD_CLOEXEC.
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
@@ -428,9 +378,7 @@ fn classify(fd: OwnedFd) -> Result<Listener, String> {
     let tcp = TcpListener::from(OwnedFd::from(unix));
     match tcp.local_addr() {
         Ok(_) => Ok(Listener::Tcp(tcp)),
-        Err(err) => Err(format!(
-            "fd {raw} is neither an AF_UNIX nor an AF_INET/AF_INET6 socket: {err}"
-        )),
+        Err(err) => Err(format!("fd {raw} is neither an AF_UNIX nor an AF_INET/AF_INET6 socket: {err}")),
     }
 }
 

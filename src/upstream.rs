@@ -126,7 +126,13 @@ impl Upstream {
                         e.retry_after(),
                         rand::random::<f64>(),
                     );
-                    tracing::debug!(action, attempt, code = e.code(), delay_ms = delay.as_millis() as u64, "retrying upstream call");
+                    tracing::debug!(
+                        action,
+                        attempt,
+                        code = e.code(),
+                        delay_ms = delay.as_millis() as u64,
+                        "retrying upstream call"
+                    );
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

@@ -48,46 +48,21 @@ fn systemd_analyze_available() -> Option<()> {
 fn unit_copies() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_acr-broker");
-    assert!(
-        !bin.contains('"'),
-        "binary path {bin:?} cannot be quoted for ExecStart"
-    );
+    assert!(!bin.contains('"'), "binary path {bin:?} cannot be quoted for ExecStart");
     let service = read("systemd/acr-broker.service");
-    assert!(
-        service.contains(&format!("ExecStart={UNIT_BINARY} ")),
-        "ExecStart must start with {UNIT_BINARY}"
-    );
-    let service = service.replace(
-        &format!("ExecStart={UNIT_BINARY} "),
-        &format!("ExecStart=\"{bin}\" "),
-    );
+    assert!(service.contains(&format!("ExecStart={UNIT_BINARY} ")), "ExecStart must start with {UNIT_BINARY}");
+    let service = service.replace(&format!("ExecStart={UNIT_BINARY} "), &format!("ExecStart=\"{bin}\" "));
     std::fs::write(dir.path().join("acr-broker.service"), service).unwrap();
-    std::fs::write(
-        dir.path().join("acr-broker.socket"),
-        read("systemd/acr-broker.socket"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("acr-broker.socket"), read("systemd/acr-broker.socket")).unwrap();
     dir
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("systemd-analyze")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new("systemd-analyze").args(args).current_dir(dir).output().unwrap()
 }
 
 fn verify(dir: &Path) -> Output {
-    run_in(
-        dir,
-        &[
-            "verify",
-            "--man=no",
-            "./acr-broker.socket",
-            "./acr-broker.service",
-        ],
-    )
+    run_in(dir, &["verify", "--man=no", "./acr-broker.socket", "./acr-broker.service"])
 }
 
 #[test]
@@ -98,11 +73,7 @@ fn systemd_units_verify_without_any_warning() {
     let dir = unit_copies();
     let out = verify(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "verify failed ({}):\n{stderr}",
-        out.status
-    );
+    assert!(out.status.success(), "verify failed ({}):\n{stderr}", out.status);
     // verify exits 0 on unknown keys and bad values; they show up only on stderr.
     assert!(stderr.trim().is_empty(), "verify warned:\n{stderr}");
 }
@@ -117,11 +88,7 @@ fn systemd_verify_check_catches_a_typo() {
     let dir = unit_copies();
     let path = dir.path().join("acr-broker.service");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
-        text.replace("Restart=on-failure", "Restat=on-failure"),
-    )
-    .unwrap();
+    std::fs::write(&path, text.replace("Restart=on-failure", "Restat=on-failure")).unwrap();
     let out = verify(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Restat"), "typo not reported: {stderr}");
@@ -129,9 +96,7 @@ fn systemd_verify_check_catches_a_typo() {
 
 /// The number in `→ Overall exposure level for acr-broker.service: 1.1 OK 🙂`.
 fn parse_exposure(stdout: &str) -> Option<f64> {
-    let line = stdout
-        .lines()
-        .find(|l| l.contains("Overall exposure level for"))?;
+    let line = stdout.lines().find(|l| l.contains("Overall exposure level for"))?;
     let after = line.rsplit_once(": ")?.1;
     after.split_whitespace().next()?.parse().ok()
 }
@@ -150,20 +115,13 @@ fn service_exposure_is_at_most_two() {
         return;
     };
     let dir = unit_copies();
-    let out = run_in(
-        dir.path(),
-        &["security", "--offline=yes", "./acr-broker.service"],
-    );
+    let out = run_in(dir.path(), &["security", "--offline=yes", "./acr-broker.service"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "security failed: {stderr}\n{stdout}");
-    let score = parse_exposure(&stdout)
-        .unwrap_or_else(|| panic!("no exposure line in:\n{stdout}\n{stderr}"));
+    let score = parse_exposure(&stdout).unwrap_or_else(|| panic!("no exposure line in:\n{stdout}\n{stderr}"));
     eprintln!("acr-broker.service exposure: {score}");
-    assert!(
-        score <= MAX_EXPOSURE,
-        "exposure {score} > {MAX_EXPOSURE}:\n{stdout}"
-    );
+    assert!(score <= MAX_EXPOSURE, "exposure {score} > {MAX_EXPOSURE}:\n{stdout}");
 }
 
 /// `key=value` settings of `section` in a unit file (comments and blank lines skipped).
@@ -186,11 +144,7 @@ fn unit_settings(text: &str, section: &str) -> Vec<(String, String)> {
 }
 
 fn setting<'a>(settings: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    settings
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+    settings.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 #[test]
@@ -202,10 +156,7 @@ fn service_unit_keeps_the_contract() {
         ("NotifyAccess", "main"),
         ("WatchdogSec", "30s"),
         ("Restart", "on-failure"),
-        (
-            "ExecStart",
-            "/usr/local/bin/acr-broker serve --config /etc/acr-broker/config.toml",
-        ),
+        ("ExecStart", "/usr/local/bin/acr-broker serve --config /etc/acr-broker/config.toml"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),
@@ -217,23 +168,13 @@ fn service_unit_keeps_the_contract() {
         assert_eq!(setting(&s, key), Some(value), "[Service] {key}");
     }
     assert!(
-        s.iter()
-            .any(|(k, v)| k == "SystemCallFilter" && v == "@system-service"),
+        s.iter().any(|(k, v)| k == "SystemCallFilter" && v == "@system-service"),
         "SystemCallFilter=@system-service missing"
     );
     // The daemon must reach 100.100.100.200, STS and CR; it must not write credentials to disk;
     // and a RuntimeDirectory would delete the socket unit's /run/acr-broker on stop.
-    for banned in [
-        "PrivateNetwork",
-        "IPAddressDeny",
-        "StateDirectory",
-        "RuntimeDirectory",
-    ] {
-        assert_eq!(
-            setting(&s, banned),
-            None,
-            "[Service] {banned} must not be set"
-        );
+    for banned in ["PrivateNetwork", "IPAddressDeny", "StateDirectory", "RuntimeDirectory"] {
+        assert_eq!(setting(&s, banned), None, "[Service] {banned} must not be set");
     }
     let u = unit_settings(&text, "Unit");
     assert_eq!(setting(&u, "Requires"), Some("acr-broker.socket"));
@@ -242,10 +183,7 @@ fn service_unit_keeps_the_contract() {
 #[test]
 fn socket_unit_matches_the_daemon_default_socket() {
     let s = unit_settings(&read("systemd/acr-broker.socket"), "Socket");
-    assert_eq!(
-        setting(&s, "ListenStream"),
-        Some(acr_broker::config::DEFAULT_SOCKET)
-    );
+    assert_eq!(setting(&s, "ListenStream"), Some(acr_broker::config::DEFAULT_SOCKET));
     assert_eq!(setting(&s, "SocketMode"), Some("0660"));
     assert_eq!(setting(&s, "SocketGroup"), Some("root"));
     assert_eq!(setting(&s, "FileDescriptorName"), Some("api"));
@@ -257,9 +195,7 @@ fn socket_unit_matches_the_daemon_default_socket() {
 fn yaml_docs(rel: &str) -> Vec<Value> {
     let text = read(rel);
     serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{rel}: bad YAML: {e}"))
-        })
+        .map(|d| serde::Deserialize::deserialize(d).unwrap_or_else(|e| panic!("{rel}: bad YAML: {e}")))
         .filter(|v: &Value| !v.is_null())
         .collect()
 }
@@ -277,21 +213,14 @@ fn named<'a>(list: &'a Value, name: &str, what: &str) -> &'a Value {
 }
 
 fn mount_path_of<'a>(container: &'a Value, volume: &str) -> Option<&'a str> {
-    container["volumeMounts"]
-        .as_sequence()?
-        .iter()
-        .find(|m| m["name"].as_str() == Some(volume))?["mountPath"]
-        .as_str()
+    container["volumeMounts"].as_sequence()?.iter().find(|m| m["name"].as_str() == Some(volume))?["mountPath"].as_str()
 }
 
 /// The hostPath volume whose path is `host_path`, by name.
 fn host_path_volume<'a>(pod: &'a Value, host_path: &str) -> &'a str {
     pod["volumes"]
         .as_sequence()
-        .and_then(|vs| {
-            vs.iter()
-                .find(|v| v["hostPath"]["path"].as_str() == Some(host_path))
-        })
+        .and_then(|vs| vs.iter().find(|v| v["hostPath"]["path"].as_str() == Some(host_path)))
         .and_then(|v| v["name"].as_str())
         .unwrap_or_else(|| panic!("no hostPath volume for {host_path}"))
 }
@@ -301,9 +230,7 @@ fn assert_resources(c: &Value) {
     for kind in ["requests", "limits"] {
         for res in ["cpu", "memory"] {
             assert!(
-                c["resources"][kind][res]
-                    .as_str()
-                    .is_some_and(|v| !v.is_empty()),
+                c["resources"][kind][res].as_str().is_some_and(|v| !v.is_empty()),
                 "container {name}: resources.{kind}.{res} missing"
             );
         }
@@ -313,16 +240,10 @@ fn assert_resources(c: &Value) {
 /// The probe's (path, port) for an httpGet on loopback.
 fn probe(c: &Value, which: &str) -> (String, u64) {
     let get = &c[which]["httpGet"];
-    assert_eq!(
-        get["host"].as_str(),
-        Some("127.0.0.1"),
-        "{which}: loopback listener"
-    );
+    assert_eq!(get["host"].as_str(), Some("127.0.0.1"), "{which}: loopback listener");
     (
         get["path"].as_str().unwrap_or_default().to_owned(),
-        get["port"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{which}: numeric port")),
+        get["port"].as_u64().unwrap_or_else(|| panic!("{which}: numeric port")),
     )
 }
 
@@ -333,30 +254,14 @@ fn daemonset_runs_the_broker_on_every_node() {
     assert_eq!(ds["apiVersion"].as_str(), Some("apps/v1"));
     assert_eq!(ds["metadata"]["namespace"].as_str(), Some("kube-system"));
     let pod = &ds["spec"]["template"]["spec"];
-    assert_eq!(
-        pod["priorityClassName"].as_str(),
-        Some("system-node-critical")
-    );
-    assert_eq!(
-        pod["hostNetwork"].as_bool(),
-        Some(true),
-        "metadata 100.100.100.200"
-    );
-    let tolerates_all = pod["tolerations"].as_sequence().is_some_and(|ts| {
-        ts.iter()
-            .any(|t| t["operator"].as_str() == Some("Exists") && t["key"].is_null())
-    });
-    assert!(
-        tolerates_all,
-        "tolerations must include {{operator: Exists}}"
-    );
-    let sa = pod["serviceAccountName"]
-        .as_str()
-        .expect("serviceAccountName");
-    assert_eq!(
-        doc_of_kind(&docs, "ServiceAccount")["metadata"]["name"].as_str(),
-        Some(sa)
-    );
+    assert_eq!(pod["priorityClassName"].as_str(), Some("system-node-critical"));
+    assert_eq!(pod["hostNetwork"].as_bool(), Some(true), "metadata 100.100.100.200");
+    let tolerates_all = pod["tolerations"]
+        .as_sequence()
+        .is_some_and(|ts| ts.iter().any(|t| t["operator"].as_str() == Some("Exists") && t["key"].is_null()));
+    assert!(tolerates_all, "tolerations must include {{operator: Exists}}");
+    let sa = pod["serviceAccountName"].as_str().expect("serviceAccountName");
+    assert_eq!(doc_of_kind(&docs, "ServiceAccount")["metadata"]["name"].as_str(), Some(sa));
 
     // The socket directory comes from the host, and the daemon binds in it.
     let socket = Path::new(acr_broker::config::DEFAULT_SOCKET);
@@ -369,12 +274,7 @@ fn daemonset_runs_the_broker_on_every_node() {
     let (live, live_port) = probe(broker, "livenessProbe");
     let (ready, ready_port) = probe(broker, "readinessProbe");
     assert_eq!((live.as_str(), ready.as_str()), ("/healthz", "/readyz"));
-    let metrics_port = u64::from(
-        acr_broker::config::DEFAULT_METRICS
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .port(),
-    );
+    let metrics_port = u64::from(acr_broker::config::DEFAULT_METRICS.parse::<std::net::SocketAddr>().unwrap().port());
     assert_eq!((live_port, ready_port), (metrics_port, metrics_port));
 
     let sc = &broker["securityContext"];
@@ -387,13 +287,8 @@ fn daemonset_runs_the_broker_on_every_node() {
     let init = &pod["initContainers"][0];
     assert_resources(init);
     let script = init["command"].as_sequence().expect("init command").iter();
-    let script: String = script
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let words: Vec<&str> = script
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .collect();
+    let script: String = script.filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
+    let words: Vec<&str> = script.split(|c: char| c.is_whitespace() || c == ';').collect();
     assert!(words.contains(&"docker-credential-acr-broker"), "{script}");
     let bin_dir = pod["volumes"]
         .as_sequence()
@@ -402,25 +297,17 @@ fn daemonset_runs_the_broker_on_every_node() {
         .filter(|v| v["hostPath"]["path"].as_str() != Some(socket_dir))
         .find_map(|v| mount_path_of(init, v["name"].as_str()?))
         .expect("init container mounts a host bin dir");
-    assert!(
-        script.contains(bin_dir),
-        "init script must write to {bin_dir}"
-    );
+    assert!(script.contains(bin_dir), "init script must write to {bin_dir}");
 }
 
 #[test]
 fn daemonset_config_is_valid_and_matches_the_mounts() {
     let docs = yaml_docs("docker/daemonset.yaml");
     let cm = doc_of_kind(&docs, "ConfigMap");
-    let toml = cm["data"]["config.toml"]
-        .as_str()
-        .expect("data.config.toml");
-    let config = acr_broker::config::Config::from_toml(toml, "daemonset.yaml ConfigMap")
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        config.server.socket,
-        Path::new(acr_broker::config::DEFAULT_SOCKET)
-    );
+    let toml = cm["data"]["config.toml"].as_str().expect("data.config.toml");
+    let config =
+        acr_broker::config::Config::from_toml(toml, "daemonset.yaml ConfigMap").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.socket, Path::new(acr_broker::config::DEFAULT_SOCKET));
     let pod = &doc_of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
     let broker = named(&pod["containers"], "acr-broker", "container");
     let port = config.server.metrics.expect("metrics listener").port();
@@ -439,38 +326,20 @@ fn daemonset_config_is_valid_and_matches_the_mounts() {
 #[test]
 fn image_and_daemonset_agree_on_user_and_entrypoint() {
     let dockerfile = read("docker/Dockerfile");
-    assert!(dockerfile.contains(
-        r#"ENTRYPOINT ["/usr/local/bin/acr-broker", "serve", "--config", "/etc/acr-broker/config.toml"]"#
-    ));
+    assert!(dockerfile
+        .contains(r#"ENTRYPOINT ["/usr/local/bin/acr-broker", "serve", "--config", "/etc/acr-broker/config.toml"]"#));
     for bin in ["acr-broker", "docker-credential-acr-broker"] {
-        assert!(
-            dockerfile.contains(&format!("/out/{bin}")),
-            "image lacks {bin}"
-        );
+        assert!(dockerfile.contains(&format!("/out/{bin}")), "image lacks {bin}");
     }
-    let user = dockerfile
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("USER "))
-        .expect("USER in the runtime stage");
-    let uid: u64 = user
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("numeric USER");
+    let user = dockerfile.lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("USER in the runtime stage");
+    let uid: u64 = user.split(':').next().unwrap().parse().expect("numeric USER");
     assert_ne!(uid, 0, "image must not run as root");
     let docs = yaml_docs("docker/daemonset.yaml");
     let pod = &doc_of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
     let broker = named(&pod["containers"], "acr-broker", "container");
     assert_eq!(broker["securityContext"]["runAsUser"].as_u64(), Some(uid));
-    let script = pod["initContainers"][0]["command"][2]
-        .as_str()
-        .unwrap_or("");
-    assert!(
-        script.contains(&format!("chown {uid}:")),
-        "init must hand the socket dir to uid {uid}"
-    );
+    let script = pod["initContainers"][0]["command"][2].as_str().unwrap_or("");
+    assert!(script.contains(&format!("chown {uid}:")), "init must hand the socket dir to uid {uid}");
 }
 
 #[test]
@@ -488,55 +357,29 @@ fn kubelet_providers_are_installed_and_runnable() {
     let docs = yaml_docs("docker/credential-provider-config.yaml");
     let ds_docs = yaml_docs("docker/daemonset.yaml");
     let pod = &doc_of_kind(&ds_docs, "DaemonSet")["spec"]["template"]["spec"];
-    let script = pod["initContainers"][0]["command"][2]
-        .as_str()
-        .unwrap_or("");
-    let words: Vec<&str> = script
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .collect();
+    let script = pod["initContainers"][0]["command"][2].as_str().unwrap_or("");
+    let words: Vec<&str> = script.split(|c: char| c.is_whitespace() || c == ';').collect();
     for p in docs[0]["providers"].as_sequence().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or_default();
-        assert!(
-            words.contains(&name),
-            "provider {name:?} is not installed by the DaemonSet init container"
-        );
+        assert!(words.contains(&name), "provider {name:?} is not installed by the DaemonSet init container");
         if name == "acr-broker" {
             // The kubelet runs `acr-broker <args>`: the subcommand must exist.
-            let mut args: Vec<String> = p["args"]
-                .as_sequence()
-                .into_iter()
-                .flatten()
-                .filter_map(|a| a.as_str().map(str::to_owned))
-                .collect();
+            let mut args: Vec<String> =
+                p["args"].as_sequence().into_iter().flatten().filter_map(|a| a.as_str().map(str::to_owned)).collect();
             args.push("--help".into());
-            let out = Command::new(env!("CARGO_BIN_EXE_acr-broker"))
-                .args(&args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "acr-broker {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = Command::new(env!("CARGO_BIN_EXE_acr-broker")).args(&args).output().unwrap();
+            assert!(out.status.success(), "acr-broker {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         if let Some(attrs) = p.get("tokenAttributes") {
-            let keys: Vec<&str> = [
-                "requiredServiceAccountAnnotationKeys",
-                "optionalServiceAccountAnnotationKeys",
-            ]
-            .iter()
-            .flat_map(|f| attrs[*f].as_sequence().into_iter().flatten())
-            .filter_map(Value::as_str)
-            .collect();
-            for want in [
-                "k8s.aliyun.com/acr-instance-ids",
-                "k8s.aliyun.com/acr-service-arns",
-                "k8s.aliyun.com/acr-user-arns",
-            ] {
-                assert!(
-                    keys.contains(&want),
-                    "kubelet would not pass {want} to the plugin"
-                );
+            let keys: Vec<&str> = ["requiredServiceAccountAnnotationKeys", "optionalServiceAccountAnnotationKeys"]
+                .iter()
+                .flat_map(|f| attrs[*f].as_sequence().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            for want in
+                ["k8s.aliyun.com/acr-instance-ids", "k8s.aliyun.com/acr-service-arns", "k8s.aliyun.com/acr-user-arns"]
+            {
+                assert!(keys.contains(&want), "kubelet would not pass {want} to the plugin");
             }
         }
     }

@@ -17,9 +17,7 @@ pub fn handle(state: &State, req: &Incoming) -> Reply {
             lock(&state.counters).clear();
             Reply::json(200, &json!({}))
         }
-        (&Method::GET, "/__admin/knobs") => {
-            Reply::json(200, &serde_json::to_value(state.knobs()).unwrap_or_default())
-        }
+        (&Method::GET, "/__admin/knobs") => Reply::json(200, &serde_json::to_value(state.knobs()).unwrap_or_default()),
         (&Method::POST, "/__admin/knobs") => {
             let patch: serde_json::Value = match serde_json::from_slice(&req.body) {
                 Ok(v) => v,

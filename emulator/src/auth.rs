@@ -41,7 +41,10 @@ fn token_error(code: &str, message: &str) -> ApiError {
 /// Authenticates a V3 request and returns the caller.
 pub fn authenticate(state: &State, req: &SignedParts<'_>) -> Result<Caller, ApiError> {
     let authz = header(req.headers, "authorization").ok_or_else(|| {
-        ApiError::bad_request("IncompleteSignature", "The request signature does not conform to Aliyun standards: Authorization header is missing.")
+        ApiError::bad_request(
+            "IncompleteSignature",
+            "The request signature does not conform to Aliyun standards: Authorization header is missing.",
+        )
     })?;
     let auth = sig::parse_authorization(authz)?;
     sig::check_signed_set(&auth, req.headers, req.body)?;
@@ -57,16 +60,25 @@ pub fn authenticate(state: &State, req: &SignedParts<'_>) -> Result<Caller, ApiE
     let now = state.now();
     let date = header(req.headers, "x-acs-date").unwrap_or("");
     let when = parse_iso8601(date).ok_or_else(|| {
-        ApiError::bad_request("InvalidTimeStamp.Format", "Specified time stamp or date value is not well formatted (YYYY-MM-DDTHH:MM:SSZ).")
+        ApiError::bad_request(
+            "InvalidTimeStamp.Format",
+            "Specified time stamp or date value is not well formatted (YYYY-MM-DDTHH:MM:SSZ).",
+        )
     })?;
     let skew = now.duration_since(when).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
     if skew > DATE_WINDOW {
-        return Err(ApiError::bad_request("InvalidTimeStamp.Expired", "Specified time stamp or date value is expired."));
+        return Err(ApiError::bad_request(
+            "InvalidTimeStamp.Expired",
+            "Specified time stamp or date value is expired.",
+        ));
     }
 
     if let Some(sent) = header(req.headers, "x-acs-accesskey-id") {
         if sent != auth.access_key_id {
-            return Err(ApiError::bad_request("IncompleteSignature", "x-acs-accesskey-id differs from the Credential in Authorization."));
+            return Err(ApiError::bad_request(
+                "IncompleteSignature",
+                "x-acs-accesskey-id differs from the Credential in Authorization.",
+            ));
         }
     }
     let token = header(req.headers, "x-acs-security-token");
@@ -80,7 +92,9 @@ pub fn authenticate(state: &State, req: &SignedParts<'_>) -> Result<Caller, ApiE
     }
     match lock(&state.nonces).record(nonce, now) {
         NonceOutcome::Fresh => Ok(caller),
-        NonceOutcome::Reused => Err(ApiError::bad_request("SignatureNonceUsed", "Specified signature nonce was used already.")),
+        NonceOutcome::Reused => {
+            Err(ApiError::bad_request("SignatureNonceUsed", "Specified signature nonce was used already."))
+        }
         NonceOutcome::Full => Err(ApiError::throttled(1000)),
     }
 }
@@ -94,11 +108,14 @@ fn resolve_key(
 ) -> Result<(Caller, String), ApiError> {
     let world = &state.world.data;
     if !ak.starts_with("STS.") {
-        let user = world.user_by_ak(ak).ok_or_else(|| {
-            ApiError::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
-        })?;
+        let user = world
+            .user_by_ak(ak)
+            .ok_or_else(|| ApiError::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."))?;
         if token.is_some() {
-            return Err(token_error("InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey."));
+            return Err(token_error(
+                "InvalidSecurityToken.MismatchWithAccessKey",
+                "Specified SecurityToken mismatch with the AccessKey.",
+            ));
         }
         let caller = Caller {
             principal: Principal::User { account: user.account.clone(), name: user.name.clone() },
@@ -107,35 +124,49 @@ fn resolve_key(
         };
         return Ok((caller, user.access_key_secret.clone()));
     }
-    let token = token.ok_or_else(|| token_error("InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed (missing for an STS AccessKeyId)."))?;
+    let token = token.ok_or_else(|| {
+        token_error(
+            "InvalidSecurityToken.Malformed",
+            "Specified SecurityToken is malformed (missing for an STS AccessKeyId).",
+        )
+    })?;
     if let Some(s) = world.static_sessions.get(ak) {
         if !ct_eq(token.as_bytes(), s.security_token.as_bytes()) {
-            return Err(token_error("InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey."));
+            return Err(token_error(
+                "InvalidSecurityToken.MismatchWithAccessKey",
+                "Specified SecurityToken mismatch with the AccessKey.",
+            ));
         }
         if now >= s.expiration {
             return Err(token_error("InvalidSecurityToken.Expired", "Specified SecurityToken is expired."));
         }
         let caller = Caller {
-            principal: Principal::Role { account: s.account.clone(), role: s.role_name.clone(), session: s.session_name.clone() },
+            principal: Principal::Role {
+                account: s.account.clone(),
+                role: s.role_name.clone(),
+                session: s.session_name.clone(),
+            },
             session_expires: Some(s.expiration),
             session_policy: None,
         };
         return Ok((caller, s.access_key_secret.clone()));
     }
     let claims = creds::verify_sts(&world.token_key, ak, token).map_err(|p| match p {
-        TokenProblem::Malformed => token_error("InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed."),
-        TokenProblem::Mismatch => token_error("InvalidSecurityToken.MismatchWithAccessKey", "Specified SecurityToken mismatch with the AccessKey."),
+        TokenProblem::Malformed => {
+            token_error("InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed.")
+        }
+        TokenProblem::Mismatch => token_error(
+            "InvalidSecurityToken.MismatchWithAccessKey",
+            "Specified SecurityToken mismatch with the AccessKey.",
+        ),
     })?;
     if epoch_secs(now) >= claims.exp {
         return Err(token_error("InvalidSecurityToken.Expired", "Specified SecurityToken is expired."));
     }
     let principal = Principal::decode(&claims.principal)
         .ok_or_else(|| token_error("InvalidSecurityToken.Malformed", "Specified SecurityToken is malformed."))?;
-    let caller = Caller {
-        principal,
-        session_expires: Some(from_epoch_secs(claims.exp)),
-        session_policy: claims.policy,
-    };
+    let caller =
+        Caller { principal, session_expires: Some(from_epoch_secs(claims.exp)), session_policy: claims.policy };
     Ok((caller, creds::sts_secret(&world.token_key, ak)))
 }
 

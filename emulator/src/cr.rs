@@ -1,7 +1,7 @@
 //! ACR Enterprise (2018-12-01: GetAuthorizationToken, ListInstance, ListInstanceEndpoint) and
 //! Personal (2016-06-07: `GET /tokens`).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -9,7 +9,7 @@ use crate::creds::{self, AcrClaims};
 use crate::ctx::Ctx;
 use crate::error::ApiError;
 use crate::iam::{self, Caller};
-use crate::util::{epoch_millis, epoch_secs};
+use crate::util::{add_secs, epoch_millis, epoch_secs};
 use crate::world::{arn, Instance};
 
 /// The user name of every ACR temporary credential.
@@ -30,7 +30,10 @@ fn visible_instance<'w>(ctx: &'w Ctx<'_>, caller: &Caller, action: &str) -> Resu
     let region = ctx.region()?;
     let id = ctx.required("InstanceId")?;
     if !arn::is_instance_id(id) {
-        return Err(ApiError::invalid_param("InvalidParameter", format!("The parameter InstanceId={id:?} is invalid.")));
+        return Err(ApiError::invalid_param(
+            "InvalidParameter",
+            format!("The parameter InstanceId={id:?} is invalid."),
+        ));
     }
     let account = caller.principal.account();
     let resource = instance_resource(region, account, id);
@@ -53,14 +56,22 @@ fn acr_expiry(ctx: &Ctx<'_>, caller: &Caller, requested_hours: Option<u64>) -> S
         .knobs()
         .acr_lifetime_seconds
         .unwrap_or_else(|| requested_hours.map(|h| h * 3600).unwrap_or(DEFAULT_ACR_LIFETIME));
-    let own = ctx.now + Duration::from_secs(lifetime);
+    let own = add_secs(ctx.now, lifetime);
     match caller.session_expires {
         Some(s) if s < own => s,
         _ => own,
     }
 }
 
-fn issue_password(ctx: &Ctx<'_>, caller: &Caller, instance_id: &str, kind: &str, account: &str, region: &str, expires: SystemTime) -> String {
+fn issue_password(
+    ctx: &Ctx<'_>,
+    caller: &Caller,
+    instance_id: &str,
+    kind: &str,
+    account: &str,
+    region: &str,
+    expires: SystemTime,
+) -> String {
     let claims = AcrClaims {
         instance_id: instance_id.to_string(),
         time: epoch_millis(ctx.now).to_string(),
@@ -99,10 +110,14 @@ pub fn list_instance(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError> 
     let page_size = ctx.int_param("PageSize", 1..=100, "InvalidParameter")?.unwrap_or(30);
     let name = ctx.param("InstanceName").filter(|n| !n.is_empty());
     let status = ctx.param("InstanceStatus").filter(|s| !s.is_empty());
-    const STATUSES: [&str; 8] = ["PENDING", "INIT_ERROR", "STARTING", "RUNNING", "STOPPING", "STOPPED", "DELETING", "DELETED"];
+    const STATUSES: [&str; 8] =
+        ["PENDING", "INIT_ERROR", "STARTING", "RUNNING", "STOPPING", "STOPPED", "DELETING", "DELETED"];
     if let Some(s) = status {
         if !STATUSES.contains(&s) {
-            return Err(ApiError::invalid_param("InvalidParameter", format!("The parameter InstanceStatus={s:?} is invalid.")));
+            return Err(ApiError::invalid_param(
+                "InvalidParameter",
+                format!("The parameter InstanceStatus={s:?} is invalid."),
+            ));
         }
     }
     let world = &ctx.state.world.data;
@@ -156,11 +171,17 @@ pub fn list_instance(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError> 
 pub fn list_instance_endpoint(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError> {
     let module = ctx.param("ModuleName").unwrap_or("Registry");
     if module != "Registry" && module != "Chart" {
-        return Err(ApiError::invalid_param("InvalidParameter", format!("The parameter ModuleName={module:?} is invalid.")));
+        return Err(ApiError::invalid_param(
+            "InvalidParameter",
+            format!("The parameter ModuleName={module:?} is invalid."),
+        ));
     }
     if let Some(s) = ctx.param("Summary") {
         if s != "true" && s != "false" {
-            return Err(ApiError::invalid_param("InvalidParameter", format!("The parameter Summary={s:?} is not true/false.")));
+            return Err(ApiError::invalid_param(
+                "InvalidParameter",
+                format!("The parameter Summary={s:?} is not true/false."),
+            ));
         }
     }
     let inst = visible_instance(ctx, caller, "cr:ListInstanceEndpoint")?;
@@ -200,7 +221,11 @@ pub fn personal_token(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError>
         return Err(ApiError::no_permission(format!("cr:GetAuthorizationToken on {resource}")));
     }
     if !world.personal.iter().any(|p| p.account == account && p.region == region) {
-        return Err(ApiError::new(404, "USER_NOT_EXIST", format!("Account {account} has no Personal Edition registry in {region}.")));
+        return Err(ApiError::new(
+            404,
+            "USER_NOT_EXIST",
+            format!("Account {account} has no Personal Edition registry in {region}."),
+        ));
     }
     let expires = acr_expiry(ctx, caller, None);
     let password = issue_password(ctx, caller, "", "personal", account, region, expires);

@@ -11,7 +11,9 @@ use crate::util::{b64, b64_decode, ct_eq, random_alnum};
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 fn mac(key: &[u8], domain: &str, data: &[u8]) -> Vec<u8> {
-    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else { return Vec::new() };
+    let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
+        return Vec::new();
+    };
     m.update(domain.as_bytes());
     m.update(b"|");
     m.update(data);

@@ -41,7 +41,9 @@ impl Ctx<'_> {
         range: std::ops::RangeInclusive<u64>,
         code: &str,
     ) -> Result<Option<u64>, ApiError> {
-        let Some(raw) = self.param(name) else { return Ok(None) };
+        let Some(raw) = self.param(name) else {
+            return Ok(None);
+        };
         match raw.parse::<u64>() {
             Ok(v) if range.contains(&v) => Ok(Some(v)),
             _ => Err(ApiError::invalid_param(

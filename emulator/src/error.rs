@@ -36,10 +36,7 @@ impl ApiError {
         Self::new(
             403,
             "NoPermission",
-            format!(
-                "You are not authorized to do this action. You should be authorized by RAM. ({})",
-                detail.into()
-            ),
+            format!("You are not authorized to do this action. You should be authorized by RAM. ({})", detail.into()),
         )
     }
 

@@ -85,11 +85,11 @@ pub fn allows(
 ) -> bool {
     let attached = match principal {
         Principal::User { account, name } => world.user(account, name).map(|u| &u.policy),
-        Principal::Role { account, role, .. } => {
-            world.role(&arn::role_arn(account, role)).map(|r| &r.policy)
-        }
+        Principal::Role { account, role, .. } => world.role(&arn::role_arn(account, role)).map(|r| &r.policy),
     };
-    let Some(attached) = attached else { return false };
+    let Some(attached) = attached else {
+        return false;
+    };
     if !attached.allows(action, resource) {
         return false;
     }
@@ -105,19 +105,18 @@ pub fn mentions_action(world: &WorldData, principal: &Principal, action: &str) -
         Principal::User { account, name } => {
             world.user(account, name).is_some_and(|u| u.policy.mentions_action(action))
         }
-        Principal::Role { account, role, .. } => world
-            .role(&arn::role_arn(account, role))
-            .is_some_and(|r| r.policy.mentions_action(action)),
+        Principal::Role { account, role, .. } => {
+            world.role(&arn::role_arn(account, role)).is_some_and(|r| r.policy.mentions_action(action))
+        }
     }
 }
 
 /// Whether `role`'s trust policy admits this RAM principal.
 pub fn trusts_principal(role: &Role, principal: &Principal) -> bool {
     let candidates = match principal {
-        Principal::User { account, name } => vec![
-            format!("acs:ram::{account}:user/{}", name.to_ascii_lowercase()),
-            format!("acs:ram::{account}:root"),
-        ],
+        Principal::User { account, name } => {
+            vec![format!("acs:ram::{account}:user/{}", name.to_ascii_lowercase()), format!("acs:ram::{account}:root")]
+        }
         Principal::Role { account, role: r, .. } => {
             vec![arn::role_arn(account, r), format!("acs:ram::{account}:root")]
         }
@@ -125,18 +124,12 @@ pub fn trusts_principal(role: &Role, principal: &Principal) -> bool {
     role.trust.ram.iter().any(|t| candidates.iter().any(|c| c == t))
 }
 
-/// Whether `role` trusts the cloud service `service` (e.g. `ecs.aliyuncs.com`).
-pub fn trusts_service(role: &Role, service: &str) -> bool {
-    role.trust.services.iter().any(|s| s.eq_ignore_ascii_case(service))
-}
-
 /// Whether `role` trusts the OIDC provider for a token with this audience and subject.
 pub fn trusts_oidc(role: &Role, provider_arn: &str, audiences: &[String], subject: &str) -> bool {
     let provider = provider_arn.to_ascii_lowercase();
     role.trust.oidc.iter().any(|t| {
         t.provider_arn == provider
-            && (t.audiences.is_empty()
-                || audiences.iter().any(|a| t.audiences.iter().any(|p| wildcard_match(p, a))))
+            && (t.audiences.is_empty() || audiences.iter().any(|a| t.audiences.iter().any(|p| wildcard_match(p, a))))
             && (t.subjects.is_empty() || t.subjects.iter().any(|p| wildcard_match(p, subject)))
     })
 }
@@ -159,20 +152,44 @@ mod tests {
     fn dev_world_trust_and_permissions() {
         let w = World::dev();
         let d = &w.data;
-        let node = Principal::Role { account: "1111111111111111".into(), role: "node-role".into(), session: "s".into() };
+        let node =
+            Principal::Role { account: "1111111111111111".into(), role: "node-role".into(), session: "s".into() };
         let svc = d.role("acs:ram::1111111111111111:role/eci-acr-service").unwrap();
         let user_role = d.role("acs:ram::2222222222222222:role/eci-acr-user").unwrap();
         assert!(trusts_principal(svc, &node));
         assert!(!trusts_principal(user_role, &node));
-        assert!(trusts_service(svc, "eci.aliyuncs.com"));
+        assert!(svc.trust.services.iter().any(|s| s == "eci.aliyuncs.com"));
         assert!(allows(d, &node, None, "sts:AssumeRole", "acs:ram::1111111111111111:role/eci-acr-service"));
-        assert!(allows(d, &node, None, "cr:GetAuthorizationToken", "acs:cr:cn-hangzhou:1111111111111111:instance/cri-devaaaaaaaaaaaa01"));
-        assert!(!allows(d, &node, None, "cr:GetAuthorizationToken", "acs:cr:cn-beijing:2222222222222222:instance/cri-devbbbbbbbbbbbb02"));
+        assert!(allows(
+            d,
+            &node,
+            None,
+            "cr:GetAuthorizationToken",
+            "acs:cr:cn-hangzhou:1111111111111111:instance/cri-devaaaaaaaaaaaa01"
+        ));
+        assert!(!allows(
+            d,
+            &node,
+            None,
+            "cr:GetAuthorizationToken",
+            "acs:cr:cn-beijing:2222222222222222:instance/cri-devbbbbbbbbbbbb02"
+        ));
         let narrow = r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"sts:*","Resource":"*"}]}"#;
-        assert!(!allows(d, &node, Some(narrow), "cr:GetAuthorizationToken", "acs:cr:cn-hangzhou:1111111111111111:instance/cri-devaaaaaaaaaaaa01"));
+        assert!(!allows(
+            d,
+            &node,
+            Some(narrow),
+            "cr:GetAuthorizationToken",
+            "acs:cr:cn-hangzhou:1111111111111111:instance/cri-devaaaaaaaaaaaa01"
+        ));
         let sa = d.role("acs:ram::1111111111111111:role/sa-acr-reader").unwrap();
         let aud = vec!["sts.aliyuncs.com".to_string()];
-        assert!(trusts_oidc(sa, "acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev", &aud, "system:serviceaccount:ns:sa"));
+        assert!(trusts_oidc(
+            sa,
+            "acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev",
+            &aud,
+            "system:serviceaccount:ns:sa"
+        ));
         assert!(!trusts_oidc(sa, "acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev", &aud, "user:bob"));
     }
 }

@@ -67,8 +67,7 @@ impl Decoded {
 /// Splits and base64url-decodes a compact JWS; errors say which part is bad.
 pub fn decode(token: &str) -> Result<Decoded, String> {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err("token is not three dot-separated parts".into());
     };
     let obj = |part: &str, what: &str| -> Result<Map<String, Value>, String> {

@@ -12,8 +12,8 @@ use crate::util::{pem_decode, pem_encode};
 
 /// DER prefix of a P-256 SubjectPublicKeyInfo, followed by the 65-byte uncompressed point.
 const P256_SPKI_PREFIX: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// A private signing key.
@@ -50,16 +50,14 @@ impl SigningKey {
 
     /// Parses a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`): P-256 or RSA.
     pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, String> {
-        let der = pem_decode(pem, "PRIVATE KEY")
-            .ok_or("expected a PEM block `-----BEGIN PRIVATE KEY-----` (PKCS#8)")?;
+        let der =
+            pem_decode(pem, "PRIVATE KEY").ok_or("expected a PEM block `-----BEGIN PRIVATE KEY-----` (PKCS#8)")?;
         Self::from_pkcs8_der(&der)
     }
 
     fn from_pkcs8_der(der: &[u8]) -> Result<SigningKey, String> {
         let rng = SystemRandom::new();
-        if let Ok(pair) =
-            EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng)
-        {
+        if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng) {
             return Ok(SigningKey::Es256 { pair: Arc::new(pair), pkcs8: Arc::new(der.to_vec()) });
         }
         match RsaKeyPair::from_pkcs8(der) {
@@ -80,10 +78,9 @@ impl SigningKey {
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
         let rng = SystemRandom::new();
         match self {
-            SigningKey::Es256 { pair, .. } => pair
-                .sign(&rng, msg)
-                .map(|s| s.as_ref().to_vec())
-                .map_err(|_| "ECDSA signing failed".to_string()),
+            SigningKey::Es256 { pair, .. } => {
+                pair.sign(&rng, msg).map(|s| s.as_ref().to_vec()).map_err(|_| "ECDSA signing failed".to_string())
+            }
             SigningKey::Rs256 { pair } => {
                 let mut sig = vec![0u8; pair.public().modulus_len()];
                 pair.sign(&signature::RSA_PKCS1_SHA256, &rng, msg, &mut sig)
@@ -96,18 +93,16 @@ impl SigningKey {
     /// Verifies a signature made by this key.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
         match self {
-            SigningKey::Es256 { pair, .. } => signature::UnparsedPublicKey::new(
-                &signature::ECDSA_P256_SHA256_FIXED,
-                pair.public_key().as_ref(),
-            )
-            .verify(msg, sig)
-            .is_ok(),
-            SigningKey::Rs256 { pair } => signature::UnparsedPublicKey::new(
-                &signature::RSA_PKCS1_2048_8192_SHA256,
-                pair.public().as_ref(),
-            )
-            .verify(msg, sig)
-            .is_ok(),
+            SigningKey::Es256 { pair, .. } => {
+                signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, pair.public_key().as_ref())
+                    .verify(msg, sig)
+                    .is_ok()
+            }
+            SigningKey::Rs256 { pair } => {
+                signature::UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, pair.public().as_ref())
+                    .verify(msg, sig)
+                    .is_ok()
+            }
         }
     }
 
@@ -125,8 +120,8 @@ impl SigningKey {
             return Err("certificates are only made for P-256 keys".to_string());
         };
         let kp = rcgen::KeyPair::try_from(pkcs8.as_slice()).map_err(|e| e.to_string())?;
-        let mut params = rcgen::CertificateParams::new(vec!["acr-emulator.invalid".to_string()])
-            .map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(vec!["acr-emulator.invalid".to_string()]).map_err(|e| e.to_string())?;
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
         let cert = params.self_signed(&kp).map_err(|e| e.to_string())?;
@@ -154,11 +149,7 @@ pub fn p256_spki(point: &[u8]) -> Vec<u8> {
 pub fn libtrust_kid(spki_der: &[u8]) -> String {
     let digest = Sha256::digest(spki_der);
     let b32 = BASE32_NOPAD.encode(&digest[..30]);
-    b32.as_bytes()
-        .chunks(4)
-        .map(|c| String::from_utf8_lossy(c).into_owned())
-        .collect::<Vec<_>>()
-        .join(":")
+    b32.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
 }
 
 #[cfg(test)]
@@ -173,10 +164,7 @@ mod tests {
         let mut point = vec![4u8];
         point.extend_from_slice(&x);
         point.extend_from_slice(&y);
-        assert_eq!(
-            libtrust_kid(&p256_spki(&point)),
-            "PYYO:TEWU:V7JH:26JV:AQTZ:LJC3:SXVJ:XGHA:34F2:2LAQ:ZRMK:Z7Q6"
-        );
+        assert_eq!(libtrust_kid(&p256_spki(&point)), "PYYO:TEWU:V7JH:26JV:AQTZ:LJC3:SXVJ:XGHA:34F2:2LAQ:ZRMK:Z7Q6");
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub const DEFAULT_ASSUME_ROLE_RATE: f64 = 100.0;
 /// Default AssumeRole burst per account: 100 requests.
 pub const DEFAULT_ASSUME_ROLE_BURST: f64 = 100.0;
 
+/// Largest lifetime knob: 10 years in seconds.
+pub const MAX_LIFETIME: u64 = 315_360_000;
+
 /// One injected failure: with probability `rate`, answer `status` + `code` instead of serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,11 +114,14 @@ impl Knobs {
         if !(self.assume_role_burst >= 1.0 && self.assume_role_burst.is_finite()) {
             return Err(format!("assume_role_burst={} must be >= 1", self.assume_role_burst));
         }
-        if self.sts_lifetime_seconds == Some(0) {
-            return Err("sts_lifetime_seconds must be >= 1".to_string());
-        }
-        if self.acr_lifetime_seconds == Some(0) {
-            return Err("acr_lifetime_seconds must be >= 1".to_string());
+        for (name, v) in
+            [("sts_lifetime_seconds", self.sts_lifetime_seconds), ("acr_lifetime_seconds", self.acr_lifetime_seconds)]
+        {
+            if let Some(v) = v {
+                if !(1..=MAX_LIFETIME).contains(&v) {
+                    return Err(format!("{name}={v} is not in 1..{MAX_LIFETIME}"));
+                }
+            }
         }
         Ok(())
     }

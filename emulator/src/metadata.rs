@@ -1,14 +1,12 @@
 //! ECS instance metadata: hardened-mode token, role listing, role credentials.
 
-use std::time::Duration;
-
 use http::HeaderMap;
 use serde_json::json;
 
 use crate::reply::Reply;
 use crate::state::{lock, MetadataSession, State, MAX_METADATA_TOKENS};
 use crate::sts;
-use crate::util::{iso8601, random_alnum};
+use crate::util::{add_secs, iso8601, random_alnum};
 
 /// Header carrying the requested token TTL on `PUT /latest/api/token`.
 pub const TTL_HEADER: &str = "x-aliyun-ecs-metadata-token-ttl-seconds";
@@ -19,10 +17,7 @@ pub const ECS_SESSION_NAME: &str = "ecs-metadata";
 
 /// `PUT /latest/api/token`.
 pub fn put_token(state: &State, headers: &HeaderMap) -> Reply {
-    let ttl = headers
-        .get(TTL_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let ttl = headers.get(TTL_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let Some(ttl) = ttl.filter(|t| (1..=21600).contains(t)) else {
         return Reply::text(400, "X-aliyun-ecs-metadata-token-ttl-seconds must be an integer in 1..21600");
     };
@@ -33,7 +28,7 @@ pub fn put_token(state: &State, headers: &HeaderMap) -> Reply {
     if tokens.len() >= MAX_METADATA_TOKENS {
         return Reply::text(429, "too many metadata tokens");
     }
-    tokens.insert(token.clone(), now + Duration::from_secs(ttl));
+    tokens.insert(token.clone(), add_secs(now, ttl));
     Reply::text(200, &token)
 }
 
@@ -80,9 +75,9 @@ pub fn credentials(state: &State, role_name: &str) -> Reply {
         None => meta.lifetime_seconds,
     };
     let mut current = lock(&state.metadata_session);
-    let reusable = current.as_ref().filter(|s| {
-        s.lifetime == lifetime && now < s.issued + Duration::from_secs(lifetime / 2) && now < s.expires
-    });
+    let reusable = current
+        .as_ref()
+        .filter(|s| s.lifetime == lifetime && now < add_secs(s.issued, lifetime / 2) && now < s.expires);
     let session = match reusable {
         Some(s) => s.clone(),
         None => {

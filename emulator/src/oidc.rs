@@ -1,6 +1,6 @@
 //! RRSA: anonymous `AssumeRoleWithOIDC` and minting of service-account tokens for tests.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -10,7 +10,7 @@ use crate::iam;
 use crate::jwt;
 use crate::state::State;
 use crate::sts::{self, check_duration, check_policy, check_session_name, find_role};
-use crate::util::{epoch_secs, iso8601, random_alnum};
+use crate::util::{epoch_secs, from_epoch_secs, iso8601, random_alnum};
 use crate::world::arn;
 
 fn token_error(msg: impl Into<String>) -> ApiError {
@@ -27,7 +27,7 @@ pub fn mint(state: &State, provider_arn: &str, subject: &str, audience: &str, tt
         "aud": [audience],
         "iat": now,
         "nbf": now,
-        "exp": now + ttl.as_secs(),
+        "exp": now.saturating_add(ttl.as_secs()),
         "jti": random_alnum(16),
     });
     let token = jwt::encode(&provider.key, &[("kid", "emulator")], &claims).ok()?;
@@ -39,7 +39,10 @@ pub fn mint(state: &State, provider_arn: &str, subject: &str, audience: &str, tt
 pub fn assume_role_with_oidc(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     if let Some(v) = ctx.param("Version") {
         if v != "2015-04-01" {
-            return Err(ApiError::bad_request("InvalidVersion", format!("Specified parameter Version={v:?} is not valid.")));
+            return Err(ApiError::bad_request(
+                "InvalidVersion",
+                format!("Specified parameter Version={v:?} is not valid."),
+            ));
         }
     }
     if let Some(f) = ctx.param("Format") {
@@ -49,11 +52,17 @@ pub fn assume_role_with_oidc(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     }
     let provider_arn = ctx.required("OIDCProviderArn")?;
     if arn::parse_oidc_provider_arn(provider_arn).is_none() {
-        return Err(ApiError::invalid_param("InvalidParameter.OIDCProviderArn", "The parameter OIDCProviderArn is wrongly formed."));
+        return Err(ApiError::invalid_param(
+            "InvalidParameter.OIDCProviderArn",
+            "The parameter OIDCProviderArn is wrongly formed.",
+        ));
     }
     let token = ctx.required("OIDCToken")?;
     if !(4..=20000).contains(&token.len()) {
-        return Err(ApiError::invalid_param("InvalidParameter.OIDCToken", "The parameter OIDCToken must be 4-20000 characters."));
+        return Err(ApiError::invalid_param(
+            "InvalidParameter.OIDCToken",
+            "The parameter OIDCToken must be 4-20000 characters.",
+        ));
     }
     let role = find_role(ctx)?;
     let session_name = ctx.required("RoleSessionName")?.to_string();
@@ -78,12 +87,15 @@ pub fn assume_role_with_oidc(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
         return Err(token_error("The OIDCToken audience is not a client id of the provider."));
     }
     let now = epoch_secs(ctx.now);
-    let exp = decoded.int_claim("exp").and_then(|e| u64::try_from(e).ok()).ok_or_else(|| token_error("The OIDCToken has no exp."))?;
+    let exp = decoded
+        .int_claim("exp")
+        .and_then(|e| u64::try_from(e).ok())
+        .ok_or_else(|| token_error("The OIDCToken has no exp."))?;
     if now >= exp {
         return Err(ApiError::bad_request("AuthenticationFail.OIDCToken.Expired", "The OIDCToken is expired."));
     }
     if let Some(nbf) = decoded.int_claim("nbf").and_then(|e| u64::try_from(e).ok()) {
-        if now + 60 < nbf {
+        if now.saturating_add(60) < nbf {
             return Err(token_error("The OIDCToken is not valid yet (nbf)."));
         }
     }
@@ -97,7 +109,7 @@ pub fn assume_role_with_oidc(ctx: &Ctx<'_>) -> Result<Value, ApiError> {
     let issued = sts::issue_session(ctx.state, role, &session_name, duration, policy, ctx.now);
     let mut body = sts::session_body(&ctx.request_id, role, &session_name, &issued);
     let iat = decoded.int_claim("iat").and_then(|e| u64::try_from(e).ok()).unwrap_or(now);
-    let as_time = |s: u64| iso8601(SystemTime::UNIX_EPOCH + Duration::from_secs(s));
+    let as_time = |s: u64| iso8601(from_epoch_secs(s));
     if let Some(obj) = body.as_object_mut() {
         obj.insert(
             "OIDCTokenInfo".into(),

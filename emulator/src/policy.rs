@@ -59,25 +59,19 @@ impl Policy {
 
     /// True when some Allow statement names `action` (on any resource).
     pub fn mentions_action(&self, action: &str) -> bool {
-        self.statements
-            .iter()
-            .any(|s| s.effect == Effect::Allow && s.actions.iter().any(|a| wildcard_match(a, action)))
+        self.statements.iter().any(|s| s.effect == Effect::Allow && s.actions.iter().any(|a| wildcard_match(a, action)))
     }
 
     /// Parses the RAM JSON grammar (`{"Version":"1","Statement":[{"Effect","Action","Resource"}]}`),
     /// where `Action`/`Resource` are a string or a list. Errors name what is wrong.
     pub fn from_ram_json(text: &str) -> Result<Policy, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("policy is not valid JSON: {e}"))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("policy is not valid JSON: {e}"))?;
         let obj = v.as_object().ok_or("policy must be a JSON object")?;
         match obj.get("Version").and_then(|v| v.as_str()) {
             Some("1") => {}
             _ => return Err("policy Version must be \"1\"".to_string()),
         }
-        let stmts = obj
-            .get("Statement")
-            .and_then(|s| s.as_array())
-            .ok_or("policy Statement must be a list")?;
+        let stmts = obj.get("Statement").and_then(|s| s.as_array()).ok_or("policy Statement must be a list")?;
         let mut statements = Vec::new();
         for (i, s) in stmts.iter().enumerate() {
             let effect = match s.get("Effect").and_then(|e| e.as_str()) {
@@ -136,6 +130,9 @@ mod tests {
         .unwrap();
         assert!(p.allows("cr:GetAuthorizationToken", "anything"));
         assert!(Policy::from_ram_json("{}").is_err());
-        assert!(Policy::from_ram_json(r#"{"Version":"1","Statement":[{"Effect":"Maybe","Action":"a","Resource":"b"}]}"#).is_err());
+        assert!(Policy::from_ram_json(
+            r#"{"Version":"1","Statement":[{"Effect":"Maybe","Action":"a","Resource":"b"}]}"#
+        )
+        .is_err());
     }
 }

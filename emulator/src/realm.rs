@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::creds;
 use crate::cr::TEMP_USERNAME;
+use crate::creds;
 use crate::iam::{self, Principal};
 use crate::jwt;
 use crate::reply::Reply;
@@ -31,8 +31,12 @@ pub fn parse_scopes<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Scope> {
     let mut out = Vec::new();
     for v in values {
         for item in v.split(' ').filter(|s| !s.is_empty()) {
-            let Some((kind, rest)) = item.split_once(':') else { continue };
-            let Some((name, actions)) = rest.rsplit_once(':') else { continue };
+            let Some((kind, rest)) = item.split_once(':') else {
+                continue;
+            };
+            let Some((name, actions)) = rest.rsplit_once(':') else {
+                continue;
+            };
             out.push(Scope {
                 kind: kind.to_string(),
                 name: name.to_string(),
@@ -47,7 +51,13 @@ fn unauthorized(msg: &str) -> Reply {
     Reply::json(401, &json!({"errors": [{"code": "UNAUTHORIZED", "message": msg}]}))
 }
 
-fn signed_token(state: &State, service: &str, subject: &str, access: Vec<Value>, now: SystemTime) -> Result<Value, String> {
+fn signed_token(
+    state: &State,
+    service: &str,
+    subject: &str,
+    access: Vec<Value>,
+    now: SystemTime,
+) -> Result<Value, String> {
     let realm = &state.world.data.realm;
     let iat = epoch_secs(now);
     let claims = json!({
@@ -134,7 +144,8 @@ pub fn token(state: &State, raw_query: Option<&str>, headers: &HeaderMap) -> Rep
                 if !s.actions.iter().any(|a| a == "pull") {
                     continue;
                 }
-                let resource = format!("acs:cr:{}:{}:repository/{repo_prefix}{}", claims.region, claims.account, s.name);
+                let resource =
+                    format!("acs:cr:{}:{}:repository/{repo_prefix}{}", claims.region, claims.account, s.name);
                 if iam::allows(world, &principal, claims.policy.as_deref(), "cr:PullRepository", &resource) {
                     granted.entry(s.name.clone()).or_insert_with(|| vec!["pull".to_string()]);
                 }
@@ -158,7 +169,9 @@ mod tests {
 
     #[test]
     fn scopes_parse_like_distribution() {
-        let s = parse_scopes(["repository:ns/app:pull,push", "repository:127.0.0.1:5000/x:pull registry:catalog:*"].into_iter());
+        let s = parse_scopes(
+            ["repository:ns/app:pull,push", "repository:127.0.0.1:5000/x:pull registry:catalog:*"].into_iter(),
+        );
         assert_eq!(s.len(), 3);
         assert_eq!(s[0].actions, vec!["pull", "push"]);
         assert_eq!(s[1].name, "127.0.0.1:5000/x");

@@ -32,11 +32,7 @@ impl Reply {
 
     /// A plain-text response.
     pub fn text(status: u16, s: &str) -> Reply {
-        Reply::Http {
-            status,
-            headers: vec![("content-type".into(), "text/plain".into())],
-            body: s.as_bytes().to_vec(),
-        }
+        Reply::Http { status, headers: vec![("content-type".into(), "text/plain".into())], body: s.as_bytes().to_vec() }
     }
 
     /// A POP error response (with `x-acs-retry-after` when throttled).
@@ -46,14 +42,6 @@ impl Reply {
             headers.push(("x-acs-retry-after".into(), ms.to_string()));
         }
         r
-    }
-
-    /// The status code (0 for [`Reply::Close`]).
-    pub fn status(&self) -> u16 {
-        match self {
-            Reply::Http { status, .. } => *status,
-            Reply::Close => 0,
-        }
     }
 
     /// Replaces a successful JSON body by a truncated one (the `malformed_json` knob).

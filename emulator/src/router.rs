@@ -38,7 +38,9 @@ fn header<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// Splits a `/region/<region>` prefix off the path.
 fn split_region(path: &str) -> Result<(Option<String>, String), Reply> {
-    let Some(rest) = path.strip_prefix("/region/") else { return Ok((None, path.to_string())) };
+    let Some(rest) = path.strip_prefix("/region/") else {
+        return Ok((None, path.to_string()));
+    };
     let (region, inner) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -116,7 +118,14 @@ pub async fn handle(state: Arc<State>, req: Incoming) -> Reply {
     Reply::text(404, "no such endpoint")
 }
 
-fn finish(state: &State, action: &str, result: Result<serde_json::Value, ApiError>, rid: &str, host: &str, product: &str) -> Reply {
+fn finish(
+    state: &State,
+    action: &str,
+    result: Result<serde_json::Value, ApiError>,
+    rid: &str,
+    host: &str,
+    product: &str,
+) -> Reply {
     match result {
         Ok(v) => {
             let r = Reply::json(200, &v);
@@ -143,11 +152,18 @@ fn handle_v3(state: &State, req: &Incoming, inner: &str, region: Option<String>)
             ("cr", "PersonalGetAuthorizationToken")
         }
         ("2015-04-01" | "2018-12-01" | "2016-06-07", _) => {
-            let e = ApiError::new(404, "InvalidAction.NotFound", format!("Specified api {action:?} is not found (method {}, path {inner}).", req.method));
+            let e = ApiError::new(
+                404,
+                "InvalidAction.NotFound",
+                format!("Specified api {action:?} is not found (method {}, path {inner}).", req.method),
+            );
             return Reply::error(&e, &rid, &host, "Sts");
         }
         _ => {
-            let e = ApiError::bad_request("InvalidVersion", format!("Specified parameter Version={version:?} is not valid."));
+            let e = ApiError::bad_request(
+                "InvalidVersion",
+                format!("Specified parameter Version={version:?} is not valid."),
+            );
             return Reply::error(&e, &rid, &host, "Sts");
         }
     };

@@ -12,14 +12,8 @@ use crate::util::{ct_eq, percent_encode, sha256_hex};
 pub const ALGORITHM: &str = "ACS3-HMAC-SHA256";
 
 /// Headers every V3 request must sign.
-pub const REQUIRED_SIGNED: [&str; 6] = [
-    "host",
-    "x-acs-action",
-    "x-acs-content-sha256",
-    "x-acs-date",
-    "x-acs-signature-nonce",
-    "x-acs-version",
-];
+pub const REQUIRED_SIGNED: [&str; 6] =
+    ["host", "x-acs-action", "x-acs-content-sha256", "x-acs-date", "x-acs-signature-nonce", "x-acs-version"];
 
 /// The parsed `Authorization` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +43,9 @@ pub fn parse_authorization(value: &str) -> Result<V3Auth, ApiError> {
             .and_then(|p| p.strip_prefix(name))
             .and_then(|p| p.strip_prefix('='))
             .map(str::to_string)
-            .ok_or_else(|| incomplete(format!("Authorization is missing {name}= (in order Credential, SignedHeaders, Signature).")))
+            .ok_or_else(|| {
+                incomplete(format!("Authorization is missing {name}= (in order Credential, SignedHeaders, Signature)."))
+            })
     };
     let access_key_id = field("Credential")?;
     let signed = field("SignedHeaders")?;
@@ -61,9 +57,10 @@ pub fn parse_authorization(value: &str) -> Result<V3Auth, ApiError> {
         return Err(incomplete("Authorization Credential is empty or Signature is not 64 hex digits."));
     }
     let signed_headers: Vec<String> = signed.split(';').map(str::to_string).collect();
-    let well_formed = signed_headers.iter().all(|h| {
-        !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    }) && signed_headers.windows(2).all(|w| w[0] < w[1]);
+    let well_formed = signed_headers
+        .iter()
+        .all(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+        && signed_headers.windows(2).all(|w| w[0] < w[1]);
     if !well_formed {
         return Err(incomplete("SignedHeaders must be lower-case names, sorted, without duplicates."));
     }
@@ -98,15 +95,10 @@ pub fn check_signed_set(auth: &V3Auth, headers: &HeaderMap, body: &[u8]) -> Resu
 
 /// Form-decodes the raw query (`+` = space) and re-encodes it per RFC 3986, sorted by key.
 pub fn canonical_query(raw: Option<&str>) -> String {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.unwrap_or("").as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// Builds the canonical request over exactly the signed headers.
@@ -128,9 +120,7 @@ pub fn canonical_request(
     for name in signed_headers {
         let mut values = Vec::new();
         for v in headers.get_all(name.as_str()) {
-            let v = v
-                .to_str()
-                .map_err(|_| incomplete(format!("Header {name} is not valid text.")))?;
+            let v = v.to_str().map_err(|_| incomplete(format!("Header {name} is not valid text.")))?;
             values.push(v.trim().to_string());
         }
         values.sort();

@@ -1,7 +1,7 @@
 //! STS 2015-04-01: AssumeRole (V3-signed) and the session issuance shared with OIDC and the
 //! metadata service.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::iam::{self, Caller, Principal};
 use crate::policy::Policy;
 use crate::state::{lock, State};
-use crate::util::{epoch_secs, iso8601};
+use crate::util::{add_secs, epoch_secs, iso8601};
 use crate::world::{arn, Role};
 
 /// Default DurationSeconds: 3600.
@@ -44,12 +44,9 @@ pub fn issue_session(
         Some(cap) => duration.min(cap),
         None => duration,
     };
-    let expires = now + Duration::from_secs(lifetime);
-    let principal = Principal::Role {
-        account: role.account.clone(),
-        role: role.name.clone(),
-        session: session_name.to_string(),
-    };
+    let expires = add_secs(now, lifetime);
+    let principal =
+        Principal::Role { account: role.account.clone(), role: role.name.clone(), session: session_name.to_string() };
     let claims = SessionClaims {
         ak: String::new(),
         principal: principal.encode(),
@@ -107,10 +104,17 @@ pub fn check_session_name(name: &str) -> Result<(), ApiError> {
 pub fn check_policy(policy: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(p) = policy else { return Ok(None) };
     if p.is_empty() || p.chars().count() > 2048 {
-        return Err(ApiError::invalid_param("InvalidParameter.PolicySize", "The size of Policy must be 1-2048 characters."));
+        return Err(ApiError::invalid_param(
+            "InvalidParameter.PolicySize",
+            "The size of Policy must be 1-2048 characters.",
+        ));
     }
-    Policy::from_ram_json(p)
-        .map_err(|e| ApiError::invalid_param("InvalidParameter.PolicyGrammar", format!("The parameter Policy has a grammar error: {e}")))?;
+    Policy::from_ram_json(p).map_err(|e| {
+        ApiError::invalid_param(
+            "InvalidParameter.PolicyGrammar",
+            format!("The parameter Policy has a grammar error: {e}"),
+        )
+    })?;
     Ok(Some(p.to_string()))
 }
 
@@ -121,7 +125,11 @@ pub fn find_role<'w>(ctx: &'w Ctx<'_>) -> Result<&'w Role, ApiError> {
         return Err(ApiError::invalid_param("InvalidParameter.RoleArn", "The parameter RoleArn is wrongly formed."));
     }
     ctx.state.world.data.role(role_arn).ok_or_else(|| {
-        ApiError::new(404, "EntityNotExist.Role", format!("The specified Role not exists: {}", role_arn.to_ascii_lowercase()))
+        ApiError::new(
+            404,
+            "EntityNotExist.Role",
+            format!("The specified Role not exists: {}", role_arn.to_ascii_lowercase()),
+        )
     })
 }
 
@@ -151,10 +159,12 @@ pub fn assume_role(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError> {
     check_session_name(&session_name)?;
     let policy = check_policy(ctx.param("Policy"))?;
     if let Some(ext) = ctx.param("ExternalId") {
-        let ok = (2..=1224).contains(&ext.len())
-            && ext.chars().all(|c| c.is_alphanumeric() || "_+=,.@:/-".contains(c));
+        let ok = (2..=1224).contains(&ext.len()) && ext.chars().all(|c| c.is_alphanumeric() || "_+=,.@:/-".contains(c));
         if !ok {
-            return Err(ApiError::invalid_param("InvalidParameter.ExternalId", "The parameter ExternalId must be 2-1224 characters of [\\w+=,.@:/-]."));
+            return Err(ApiError::invalid_param(
+                "InvalidParameter.ExternalId",
+                "The parameter ExternalId must be 2-1224 characters of [\\w+=,.@:/-].",
+            ));
         }
     }
     let duration = check_duration(ctx, role, caller.is_role_session())?;
@@ -166,7 +176,13 @@ pub fn assume_role(ctx: &Ctx<'_>, caller: &Caller) -> Result<Value, ApiError> {
         .map_err(ApiError::throttled)?;
 
     let target = arn::role_arn(&role.account, &role.name);
-    if !iam::allows(&ctx.state.world.data, &caller.principal, caller.session_policy.as_deref(), "sts:AssumeRole", &target) {
+    if !iam::allows(
+        &ctx.state.world.data,
+        &caller.principal,
+        caller.session_policy.as_deref(),
+        "sts:AssumeRole",
+        &target,
+    ) {
         return Err(ApiError::no_permission(format!("the caller may not sts:AssumeRole on {target}")));
     }
     if !iam::trusts_principal(role, &caller.principal) {

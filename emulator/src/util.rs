@@ -33,14 +33,20 @@ pub fn epoch_secs(t: SystemTime) -> u64 {
 
 /// Milliseconds since the Unix epoch (0 for times before it).
 pub fn epoch_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// The time `secs` seconds after the Unix epoch.
+/// Latest time the emulator represents: 9999-12-31T23:59:59Z.
+pub const MAX_EPOCH_SECS: u64 = 253_402_300_799;
+
+/// The time `secs` seconds after the Unix epoch (clamped to year 9999, never panics).
 pub fn from_epoch_secs(secs: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH + Duration::from_secs(secs.min(MAX_EPOCH_SECS))
+}
+
+/// `t + secs`, clamped to year 9999 instead of overflowing.
+pub fn add_secs(t: SystemTime, secs: u64) -> SystemTime {
+    from_epoch_secs(epoch_secs(t).saturating_add(secs))
 }
 
 /// Formats `t` as `YYYY-MM-DDTHH:MM:SSZ` (UTC, whole seconds), the format STS and ECS use.
@@ -71,17 +77,12 @@ pub fn parse_iso8601(s: &str) -> Option<SystemTime> {
 /// A random string of `len` characters from `alphabet`.
 pub fn random_from(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())]))
-        .collect()
+    (0..len).map(|_| char::from(alphabet[rng.gen_range(0..alphabet.len())])).collect()
 }
 
 /// A random alphanumeric string (mixed case) of `len` characters.
 pub fn random_alnum(len: usize) -> String {
-    random_from(
-        b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz123456789",
-        len,
-    )
+    random_from(b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz123456789", len)
 }
 
 /// `n` random bytes.
@@ -94,14 +95,7 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 /// A request id in the upper-case UUID shape the real services return.
 pub fn request_id() -> String {
     let h = HEXUPPER.encode(&random_bytes(16));
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Base64url without padding.

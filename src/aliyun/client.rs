@@ -52,15 +52,11 @@ impl Endpoints {
 pub(crate) fn validate_region(region: &str) -> Result<(), Error> {
     let ok = !region.is_empty()
         && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "region {region:?} is not a valid region id (expected e.g. cn-hangzhou)"
-        )))
+        Err(Error::InvalidInput(format!("region {region:?} is not a valid region id (expected e.g. cn-hangzhou)")))
     }
 }
 
@@ -96,30 +92,16 @@ pub(crate) struct SignedCall<'a> {
 impl Client {
     /// A client with its own transport (proxy settings read from the environment).
     /// Endpoint URLs are checked here: https, or http only for loopback (metadata excepted).
-    pub fn new(
-        endpoints: Endpoints,
-        timeouts: Timeouts,
-        clock: SharedClock,
-    ) -> Result<Client, Error> {
+    pub fn new(endpoints: Endpoints, timeouts: Timeouts, clock: SharedClock) -> Result<Client, Error> {
         Client::with_transport(endpoints, Transport::new(timeouts)?, clock)
     }
 
     /// A client over a given transport (tests pass one without proxy settings).
-    pub fn with_transport(
-        endpoints: Endpoints,
-        transport: Transport,
-        clock: SharedClock,
-    ) -> Result<Client, Error> {
+    pub fn with_transport(endpoints: Endpoints, transport: Transport, clock: SharedClock) -> Result<Client, Error> {
         transport::check_url(&endpoints.sts, Route::Api)?;
         transport::check_url(&endpoints.cr_for("cn-hangzhou"), Route::Api)?;
         transport::check_url(&endpoints.metadata, Route::Metadata)?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                endpoints,
-                transport,
-                clock,
-            }),
-        })
+        Ok(Client { inner: Arc::new(Inner { endpoints, transport, clock }) })
     }
 
     /// The shared transport (the broker reuses it for the registry token realm).
@@ -138,11 +120,7 @@ impl Client {
     }
 
     /// Sends a V3-signed call and returns the parsed JSON body of a 2xx answer.
-    pub(crate) async fn call_signed(
-        &self,
-        caller: &Credentials,
-        call: SignedCall<'_>,
-    ) -> Result<(u16, Value), Error> {
+    pub(crate) async fn call_signed(&self, caller: &Credentials, call: SignedCall<'_>) -> Result<(u16, Value), Error> {
         let query_string = sign::canonical_query(&call.query);
         let url = join_url(call.base, call.path, &query_string);
         let uri = transport::check_url(&url, Route::Api)?;
@@ -164,30 +142,16 @@ impl Client {
         };
         let mut headers = Vec::new();
         for (name, value) in sign::sign(&input, caller) {
-            let mut v = HeaderValue::from_str(&value).map_err(|_| {
-                Error::InvalidInput(format!(
-                    "{}: header {name} has an invalid value",
-                    call.action
-                ))
-            })?;
+            let mut v = HeaderValue::from_str(&value)
+                .map_err(|_| Error::InvalidInput(format!("{}: header {name} has an invalid value", call.action)))?;
             if name == "x-acs-security-token" || name == "authorization" {
                 v.set_sensitive(true);
             }
             headers.push((HeaderName::from_static(name), v));
         }
         push_common_headers(&mut headers);
-        let resp = self
-            .inner
-            .transport
-            .execute(
-                call.method,
-                &uri,
-                headers,
-                Bytes::new(),
-                call.action,
-                Route::Api,
-            )
-            .await?;
+        let resp =
+            self.inner.transport.execute(call.method, &uri, headers, Bytes::new(), call.action, Route::Api).await?;
         finish(call.action, resp, Some(caller))
     }
 
@@ -204,53 +168,29 @@ impl Client {
             ("Action".to_owned(), action.to_owned()),
             ("Format".to_owned(), "json".to_owned()),
             ("Version".to_owned(), version.to_owned()),
-            (
-                "Timestamp".to_owned(),
-                sign::format_date(self.inner.clock.now()),
-            ),
+            ("Timestamp".to_owned(), sign::format_date(self.inner.clock.now())),
             ("SignatureNonce".to_owned(), sign::new_nonce()),
         ];
         let url = join_url(base, "/", &sign::canonical_query(&query));
         let uri = transport::check_url(&url, Route::Api)?;
         let host = transport::authority_of(&uri)?.to_owned();
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form.iter())
-            .finish();
+        let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form.iter()).finish();
+        // No x-acs-* headers: the action travels in the query, and an x-acs-version header would
+        // make a server treat the call as a V3 request needing a signature.
         let mut headers = transport::to_header_list(&[
             ("host", host),
-            ("x-acs-action", action.to_owned()),
-            ("x-acs-version", version.to_owned()),
-            (
-                "content-type",
-                "application/x-www-form-urlencoded".to_owned(),
-            ),
+            ("content-type", "application/x-www-form-urlencoded".to_owned()),
         ])?;
         push_common_headers(&mut headers);
-        let resp = self
-            .inner
-            .transport
-            .execute(
-                Method::POST,
-                &uri,
-                headers,
-                Bytes::from(body),
-                action,
-                Route::Api,
-            )
-            .await?;
+        let resp =
+            self.inner.transport.execute(Method::POST, &uri, headers, Bytes::from(body), action, Route::Api).await?;
         finish(action, resp, None)
     }
 }
 
 fn push_common_headers(headers: &mut Vec<(HeaderName, HeaderValue)>) {
-    headers.push((
-        http::header::ACCEPT,
-        HeaderValue::from_static("application/json"),
-    ));
-    headers.push((
-        http::header::USER_AGENT,
-        HeaderValue::from_static(USER_AGENT),
-    ));
+    headers.push((http::header::ACCEPT, HeaderValue::from_static("application/json")));
+    headers.push((http::header::USER_AGENT, HeaderValue::from_static(USER_AGENT)));
 }
 
 /// `base` (trailing `/` dropped) + `path` + `?query` when the query is not empty.
@@ -265,11 +205,7 @@ pub(crate) fn join_url(base: &str, path: &str, query: &str) -> String {
 
 /// Turns an answer into JSON (2xx) or an [`Error::Upstream`], scrubbing the caller's secrets
 /// from upstream messages in case a service echoes them.
-fn finish(
-    action: &str,
-    resp: super::HttpResponse,
-    caller: Option<&Credentials>,
-) -> Result<(u16, Value), Error> {
+fn finish(action: &str, resp: super::HttpResponse, caller: Option<&Credentials>) -> Result<(u16, Value), Error> {
     if !(200..300).contains(&resp.status) {
         let mut err = wire::upstream_error(action, resp.status, &resp.headers, &resp.body);
         if let (Error::Upstream { message, .. }, Some(c)) = (&mut err, caller) {
@@ -295,22 +231,10 @@ mod tests {
 
     #[test]
     fn cr_for_substitutes_region_and_keeps_prefix() {
-        let e = Endpoints {
-            cr: "http://127.0.0.1:9000/region/{region}".into(),
-            ..Endpoints::default()
-        };
-        assert_eq!(
-            e.cr_for("cn-beijing"),
-            "http://127.0.0.1:9000/region/cn-beijing"
-        );
-        assert_eq!(
-            Endpoints::default().cr_for("cn-hangzhou"),
-            "https://cr.cn-hangzhou.aliyuncs.com"
-        );
-        let fixed = Endpoints {
-            cr: "https://cr.example.com".into(),
-            ..Endpoints::default()
-        };
+        let e = Endpoints { cr: "http://127.0.0.1:9000/region/{region}".into(), ..Endpoints::default() };
+        assert_eq!(e.cr_for("cn-beijing"), "http://127.0.0.1:9000/region/cn-beijing");
+        assert_eq!(Endpoints::default().cr_for("cn-hangzhou"), "https://cr.cn-hangzhou.aliyuncs.com");
+        let fixed = Endpoints { cr: "https://cr.example.com".into(), ..Endpoints::default() };
         assert_eq!(fixed.cr_for("cn-beijing"), "https://cr.example.com");
     }
 
@@ -318,24 +242,14 @@ mod tests {
     fn join_url_handles_slashes_and_query() {
         assert_eq!(join_url("https://a/", "/", ""), "https://a/");
         assert_eq!(join_url("https://a", "/tokens", ""), "https://a/tokens");
-        assert_eq!(
-            join_url("http://127.0.0.1:1/region/cn-x/", "/", "A=1"),
-            "http://127.0.0.1:1/region/cn-x/?A=1"
-        );
+        assert_eq!(join_url("http://127.0.0.1:1/region/cn-x/", "/", "A=1"), "http://127.0.0.1:1/region/cn-x/?A=1");
     }
 
     #[test]
     fn region_validation() {
         assert!(validate_region("cn-hangzhou").is_ok());
         assert!(validate_region("ap-southeast-1").is_ok());
-        for bad in [
-            "",
-            "cn hangzhou",
-            "cn/x",
-            "CN-HANGZHOU",
-            "evil.com#",
-            &"a".repeat(65),
-        ] {
+        for bad in ["", "cn hangzhou", "cn/x", "CN-HANGZHOU", "evil.com#", &"a".repeat(65)] {
             assert!(validate_region(bad).is_err(), "{bad}");
         }
     }
@@ -343,10 +257,7 @@ mod tests {
     #[test]
     fn client_refuses_plain_http_to_remote_endpoints() {
         let t = Transport::with_proxy(Timeouts::default(), None).unwrap();
-        let bad = Endpoints {
-            sts: "http://sts.aliyuncs.com".into(),
-            ..Endpoints::default()
-        };
+        let bad = Endpoints { sts: "http://sts.aliyuncs.com".into(), ..Endpoints::default() };
         let e = Client::with_transport(bad, t.clone(), crate::clock::system()).unwrap_err();
         assert_eq!(e.kind(), super::super::ErrorKind::InvalidInput);
         assert!(Client::with_transport(Endpoints::default(), t, crate::clock::system()).is_ok());

@@ -66,9 +66,7 @@ fn validate_instance_id(id: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "instance id {id:?} is invalid: expected cri- followed by letters and digits"
-        )))
+        Err(Error::InvalidInput(format!("instance id {id:?} is invalid: expected cri- followed by letters and digits")))
     }
 }
 
@@ -85,14 +83,7 @@ impl Client {
         let (status, body) = self
             .call_signed(
                 caller,
-                SignedCall {
-                    base: &base,
-                    method: Method::POST,
-                    path: "/",
-                    query,
-                    action,
-                    version: EE_VERSION,
-                },
+                SignedCall { base: &base, method: Method::POST, path: "/", query, action, version: EE_VERSION },
             )
             .await?;
         wire::check_is_success(&body, action, status)?;
@@ -108,9 +99,7 @@ impl Client {
     ) -> Result<RegistryToken, Error> {
         validate_instance_id(instance_id)?;
         let query = vec![("InstanceId".to_owned(), instance_id.to_owned())];
-        let body = self
-            .call_ee(caller, region, "GetAuthorizationToken", query)
-            .await?;
+        let body = self.call_ee(caller, region, "GetAuthorizationToken", query).await?;
         parse_ee_token(&body)
     }
 
@@ -123,9 +112,7 @@ impl Client {
         instance_name: &str,
     ) -> Result<Vec<InstanceSummary>, Error> {
         if instance_name.is_empty() || instance_name.len() > 128 {
-            return Err(Error::InvalidInput(format!(
-                "instance name {instance_name:?} must be 1-128 characters"
-            )));
+            return Err(Error::InvalidInput(format!("instance name {instance_name:?} must be 1-128 characters")));
         }
         let mut all = Vec::new();
         for page in 1..=MAX_PAGES {
@@ -146,12 +133,7 @@ impl Client {
                 return Ok(all);
             }
         }
-        tracing::warn!(
-            region,
-            instance_name,
-            pages = MAX_PAGES,
-            "ListInstance: stopped after the page limit"
-        );
+        tracing::warn!(region, instance_name, pages = MAX_PAGES, "ListInstance: stopped after the page limit");
         Ok(all)
     }
 
@@ -163,22 +145,14 @@ impl Client {
         instance_id: &str,
     ) -> Result<Vec<EndpointDomain>, Error> {
         validate_instance_id(instance_id)?;
-        let query = vec![
-            ("InstanceId".to_owned(), instance_id.to_owned()),
-            ("ModuleName".to_owned(), "Registry".to_owned()),
-        ];
-        let body = self
-            .call_ee(caller, region, "ListInstanceEndpoint", query)
-            .await?;
+        let query =
+            vec![("InstanceId".to_owned(), instance_id.to_owned()), ("ModuleName".to_owned(), "Registry".to_owned())];
+        let body = self.call_ee(caller, region, "ListInstanceEndpoint", query).await?;
         parse_endpoint_domains(&body)
     }
 
     /// Personal Edition `GET /tokens`: a temporary login for the account in `region`.
-    pub async fn get_personal_token(
-        &self,
-        caller: &Credentials,
-        region: &str,
-    ) -> Result<RegistryToken, Error> {
+    pub async fn get_personal_token(&self, caller: &Credentials, region: &str) -> Result<RegistryToken, Error> {
         validate_region(region)?;
         let base = self.endpoints().cr_for(region);
         let (_, body) = self
@@ -199,8 +173,7 @@ impl Client {
 }
 
 fn token_expiry(action: &str, field: &str, ms: i64) -> Result<SystemTime, Error> {
-    from_epoch_millis(ms)
-        .ok_or_else(|| Error::decode(action, format!("field {field} is not a valid epoch time")))
+    from_epoch_millis(ms).ok_or_else(|| Error::decode(action, format!("field {field} is not a valid epoch time")))
 }
 
 /// Reads an EE `GetAuthorizationToken` answer (IsSuccess already checked).
@@ -219,19 +192,12 @@ pub(crate) fn parse_personal_token(body: &Value) -> Result<RegistryToken, Error>
     Ok(RegistryToken {
         username: wire::req_str(body, A, "data.tempUserName")?,
         password: wire::req_secret(body, A, "data.authorizationToken")?,
-        expires_at: token_expiry(
-            A,
-            "data.expireDate",
-            wire::req_i64(body, A, "data.expireDate")?,
-        )?,
+        expires_at: token_expiry(A, "data.expireDate", wire::req_i64(body, A, "data.expireDate")?)?,
     })
 }
 
 /// Reads one `ListInstance` page: the instances and `TotalCount` if present.
-pub(crate) fn parse_instance_page(
-    body: &Value,
-    region: &str,
-) -> Result<(Vec<InstanceSummary>, Option<usize>), Error> {
+pub(crate) fn parse_instance_page(body: &Value, region: &str) -> Result<(Vec<InstanceSummary>, Option<usize>), Error> {
     const A: &str = "ListInstance";
     let total = wire::opt_i64(body, A, "TotalCount")?.map(|t| usize::try_from(t).unwrap_or(0));
     let items = match wire::field(body, "Instances") {
@@ -242,9 +208,8 @@ pub(crate) fn parse_instance_page(
             .map(|(i, item)| {
                 let at = |f: &str| format!("Instances[{i}].{f}");
                 let get = |f: &str| {
-                    wire::req_str(item, A, f).map_err(|_| {
-                        Error::decode(A, format!("field {} is missing or not a string", at(f)))
-                    })
+                    wire::req_str(item, A, f)
+                        .map_err(|_| Error::decode(A, format!("field {} is missing or not a string", at(f))))
                 };
                 Ok(InstanceSummary {
                     instance_id: get("InstanceId")?,
@@ -271,21 +236,14 @@ pub(crate) fn parse_endpoint_domains(body: &Value) -> Result<Vec<EndpointDomain>
     for (i, ep) in endpoints.iter().enumerate() {
         let domains = match wire::field(ep, "Domains") {
             None => continue,
-            Some(_) => wire::req_array(ep, A, "Domains").map_err(|_| {
-                Error::decode(A, format!("field Endpoints[{i}].Domains is not an array"))
-            })?,
+            Some(_) => wire::req_array(ep, A, "Domains")
+                .map_err(|_| Error::decode(A, format!("field Endpoints[{i}].Domains is not an array")))?,
         };
         for (j, d) in domains.iter().enumerate() {
             let domain = wire::req_str(d, A, "Domain").map_err(|_| {
-                Error::decode(
-                    A,
-                    format!("field Endpoints[{i}].Domains[{j}].Domain is missing or not a string"),
-                )
+                Error::decode(A, format!("field Endpoints[{i}].Domains[{j}].Domain is missing or not a string"))
             })?;
-            let kind = match wire::opt_str(d, "Type")
-                .map(|t| t.to_ascii_uppercase())
-                .as_deref()
-            {
+            let kind = match wire::opt_str(d, "Type").map(|t| t.to_ascii_uppercase()).as_deref() {
                 Some("SYSTEM") => DomainKind::System,
                 Some("USER") => DomainKind::User,
                 other => {

@@ -16,10 +16,7 @@ fn ee_token_parses_and_rejects_malformed() {
     let t = parse_ee_token(&json(ok)).unwrap();
     assert_eq!(t.username, "cr_temp_user");
     assert_eq!(t.password.expose_secret(), "pw");
-    assert_eq!(
-        t.expires_at,
-        UNIX_EPOCH + Duration::from_millis(1_571_242_083_000)
-    );
+    assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_millis(1_571_242_083_000));
     for (needle, repl) in [
         (r#""TempUsername":"cr_temp_user","#, ""),
         (r#""AuthorizationToken":"pw","#, ""),
@@ -40,20 +37,14 @@ fn personal_token_parses_and_rejects_malformed() {
     let t = parse_personal_token(&json(ok)).unwrap();
     assert_eq!(t.username, "cr_temp_user");
     assert_eq!(t.password.expose_secret(), "pw");
-    assert_eq!(
-        t.expires_at,
-        UNIX_EPOCH + Duration::from_millis(1_556_766_120_000)
-    );
+    assert_eq!(t.expires_at, UNIX_EPOCH + Duration::from_millis(1_556_766_120_000));
     for bad in [
         r#"{"requestId":"r"}"#,
         r#"{"data":"x"}"#,
         r#"{"data":{"authorizationToken":"pw","tempUserName":"u"}}"#,
         r#"{"data":{"authorizationToken":7,"tempUserName":"u","expireDate":1}}"#,
     ] {
-        assert_eq!(
-            parse_personal_token(&json(bad)).unwrap_err().code(),
-            "MalformedResponse"
-        );
+        assert_eq!(parse_personal_token(&json(bad)).unwrap_err().code(), "MalformedResponse");
     }
 }
 
@@ -88,17 +79,9 @@ fn endpoint_domains_parse() {
     );
     let d = parse_endpoint_domains(&body).unwrap();
     assert_eq!(d.len(), 3);
-    assert_eq!(
-        d[1],
-        EndpointDomain {
-            domain: "reg.example.com".into(),
-            kind: DomainKind::User
-        }
-    );
+    assert_eq!(d[1], EndpointDomain { domain: "reg.example.com".into(), kind: DomainKind::User });
     assert_eq!(d[2].kind, DomainKind::System);
-    assert!(
-        parse_endpoint_domains(&json(r#"{"Endpoints":[{"Domains":[{"Type":"USER"}]}]}"#)).is_err()
-    );
+    assert!(parse_endpoint_domains(&json(r#"{"Endpoints":[{"Domains":[{"Type":"USER"}]}]}"#)).is_err());
     assert!(parse_endpoint_domains(&json(r#"{"Endpoints":[{"Domains":5}]}"#)).is_err());
     assert!(parse_endpoint_domains(&json(r#"{}"#)).unwrap().is_empty());
 }
@@ -113,10 +96,7 @@ async fn get_authorization_token_uses_region_prefix_and_signs_full_path() {
     })
     .await;
     let client = client_for(&server.base);
-    let t = client
-        .get_authorization_token(&caller(), "cn-hangzhou", "cri-abc123xyz")
-        .await
-        .unwrap();
+    let t = client.get_authorization_token(&caller(), "cn-hangzhou", "cri-abc123xyz").await.unwrap();
     assert_eq!(t.username, "cr_temp_user");
     let s = &server.seen()[0];
     assert_eq!(s.method, "POST");
@@ -130,17 +110,10 @@ async fn get_authorization_token_uses_region_prefix_and_signs_full_path() {
 
 #[tokio::test]
 async fn is_success_false_on_200_is_an_error() {
-    let server = TestServer::start(|_| {
-        respond(
-            200,
-            r#"{"IsSuccess":false,"Code":"INSTANCE_NOT_EXIST","RequestId":"R"}"#,
-        )
-    })
-    .await;
-    let e = client_for(&server.base)
-        .get_authorization_token(&caller(), "cn-hangzhou", "cri-abc123xyz")
-        .await
-        .unwrap_err();
+    let server =
+        TestServer::start(|_| respond(200, r#"{"IsSuccess":false,"Code":"INSTANCE_NOT_EXIST","RequestId":"R"}"#)).await;
+    let e =
+        client_for(&server.base).get_authorization_token(&caller(), "cn-hangzhou", "cri-abc123xyz").await.unwrap_err();
     assert_eq!(e.code(), "INSTANCE_NOT_EXIST");
     assert_eq!(e.status(), Some(200));
     assert!(!e.is_retryable());
@@ -150,15 +123,9 @@ async fn is_success_false_on_200_is_an_error() {
 async fn bad_region_and_instance_id_are_refused_locally() {
     let server = TestServer::start(|_| respond(500, "")).await;
     let c = client_for(&server.base);
-    let e = c
-        .get_authorization_token(&caller(), "cn/../x", "cri-a")
-        .await
-        .unwrap_err();
+    let e = c.get_authorization_token(&caller(), "cn/../x", "cri-a").await.unwrap_err();
     assert!(e.to_string().contains("region"), "{e}");
-    let e = c
-        .get_authorization_token(&caller(), "cn-hangzhou", "i-123")
-        .await
-        .unwrap_err();
+    let e = c.get_authorization_token(&caller(), "cn-hangzhou", "i-123").await.unwrap_err();
     assert!(e.to_string().contains("instance id"), "{e}");
     assert!(c.get_personal_token(&caller(), "").await.is_err());
     assert!(server.seen().is_empty());
@@ -173,9 +140,7 @@ async fn list_instance_follows_pages_until_total() {
             .unwrap();
         let count = if page < 3 { 30 } else { 5 };
         let items: Vec<String> = (0..count)
-            .map(|i| {
-                format!(r#"{{"InstanceId":"cri-p{page}i{i}","InstanceName":"n","InstanceStatus":"RUNNING"}}"#)
-            })
+            .map(|i| format!(r#"{{"InstanceId":"cri-p{page}i{i}","InstanceName":"n","InstanceStatus":"RUNNING"}}"#))
             .collect();
         respond(
             200,
@@ -186,10 +151,7 @@ async fn list_instance_follows_pages_until_total() {
         )
     })
     .await;
-    let all = client_for(&server.base)
-        .list_instance(&caller(), "cn-hangzhou", "n")
-        .await
-        .unwrap();
+    let all = client_for(&server.base).list_instance(&caller(), "cn-hangzhou", "n").await.unwrap();
     assert_eq!(all.len(), 65);
     assert_eq!(server.seen().len(), 3);
     assert_eq!(all[64].instance_id, "cri-p3i4");
@@ -198,22 +160,11 @@ async fn list_instance_follows_pages_until_total() {
 #[tokio::test]
 async fn list_instance_stops_at_page_limit() {
     let server = TestServer::start(|_| {
-        let items: Vec<String> = (0..30)
-            .map(|i| format!(r#"{{"InstanceId":"cri-{i}","InstanceName":"n"}}"#))
-            .collect();
-        respond(
-            200,
-            format!(
-                r#"{{"IsSuccess":true,"TotalCount":100000,"Instances":[{}]}}"#,
-                items.join(",")
-            ),
-        )
+        let items: Vec<String> = (0..30).map(|i| format!(r#"{{"InstanceId":"cri-{i}","InstanceName":"n"}}"#)).collect();
+        respond(200, format!(r#"{{"IsSuccess":true,"TotalCount":100000,"Instances":[{}]}}"#, items.join(",")))
     })
     .await;
-    let all = client_for(&server.base)
-        .list_instance(&caller(), "cn-hangzhou", "n")
-        .await
-        .unwrap();
+    let all = client_for(&server.base).list_instance(&caller(), "cn-hangzhou", "n").await.unwrap();
     assert_eq!(server.seen().len(), MAX_PAGES);
     assert_eq!(all.len(), MAX_PAGES * 30);
 }
@@ -221,38 +172,23 @@ async fn list_instance_stops_at_page_limit() {
 #[tokio::test]
 async fn list_instance_endpoint_sends_instance_and_module() {
     let server = TestServer::start(|_| {
-        respond(
-            200,
-            r#"{"IsSuccess":true,"Endpoints":[{"Domains":[{"Domain":"reg.example.com","Type":"USER"}]}]}"#,
-        )
+        respond(200, r#"{"IsSuccess":true,"Endpoints":[{"Domains":[{"Domain":"reg.example.com","Type":"USER"}]}]}"#)
     })
     .await;
-    let d = client_for(&server.base)
-        .list_instance_endpoint(&caller(), "cn-hangzhou", "cri-abc")
-        .await
-        .unwrap();
+    let d = client_for(&server.base).list_instance_endpoint(&caller(), "cn-hangzhou", "cri-abc").await.unwrap();
     assert_eq!(d[0].kind, DomainKind::User);
     let s = &server.seen()[0];
-    assert_eq!(
-        s.query.as_deref(),
-        Some("InstanceId=cri-abc&ModuleName=Registry")
-    );
+    assert_eq!(s.query.as_deref(), Some("InstanceId=cri-abc&ModuleName=Registry"));
     assert_eq!(s.headers["x-acs-action"], "ListInstanceEndpoint");
 }
 
 #[tokio::test]
 async fn personal_token_is_signed_get_tokens() {
     let server = TestServer::start(|_| {
-        respond(
-            200,
-            r#"{"data":{"authorizationToken":"pw","tempUserName":"cr_temp_user","expireDate":1705311000000}}"#,
-        )
+        respond(200, r#"{"data":{"authorizationToken":"pw","tempUserName":"cr_temp_user","expireDate":1705311000000}}"#)
     })
     .await;
-    let t = client_for(&server.base)
-        .get_personal_token(&caller(), "cn-beijing")
-        .await
-        .unwrap();
+    let t = client_for(&server.base).get_personal_token(&caller(), "cn-beijing").await.unwrap();
     assert_eq!(t.password.expose_secret(), "pw");
     let s = &server.seen()[0];
     assert_eq!(s.method, "GET");
@@ -265,17 +201,9 @@ async fn personal_token_is_signed_get_tokens() {
 
 #[tokio::test]
 async fn personal_token_error_uses_lowercase_fields() {
-    let server = TestServer::start(|_| {
-        respond(
-            403,
-            r#"{"code":"NoPermission","message":"no","requestId":"rid"}"#,
-        )
-    })
-    .await;
-    let e = client_for(&server.base)
-        .get_personal_token(&caller(), "cn-beijing")
-        .await
-        .unwrap_err();
+    let server =
+        TestServer::start(|_| respond(403, r#"{"code":"NoPermission","message":"no","requestId":"rid"}"#)).await;
+    let e = client_for(&server.base).get_personal_token(&caller(), "cn-beijing").await.unwrap_err();
     assert_eq!(e.code(), "NoPermission");
     assert_eq!(e.request_id(), Some("rid"));
 }

@@ -22,12 +22,7 @@ pub struct Credentials {
 impl Credentials {
     /// A long-term access key pair (no token, no expiry).
     pub fn long_term(access_key_id: impl Into<String>, access_key_secret: Secret) -> Self {
-        Credentials {
-            access_key_id: access_key_id.into(),
-            access_key_secret,
-            security_token: None,
-            expires_at: None,
-        }
+        Credentials { access_key_id: access_key_id.into(), access_key_secret, security_token: None, expires_at: None }
     }
 
     /// True when the credentials carry an STS security token.

@@ -25,7 +25,7 @@ pub enum ErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The service answered with an error (HTTP 4xx/5xx, or 200 with `IsSuccess=false`).
-    #[error("{action} failed: HTTP {status}, code {code}: {message}{}{}", request_id_suffix(.request_id), hint(.code, *.status))]
+    #[error("{action} failed: HTTP {status}, code {code}: {message}{}{}", request_id_suffix(.request_id), hint(.action, .code, *.status))]
     Upstream {
         /// The API action or metadata path that was called.
         action: String,
@@ -88,11 +88,19 @@ fn request_id_suffix(request_id: &Option<String>) -> String {
     }
 }
 
-fn hint(code: &str, status: u16) -> &'static str {
+fn hint(action: &str, code: &str, status: u16) -> String {
+    let denied = matches!(code, "NoPermission" | "Forbidden.RAM" | "Forbidden");
+    if denied && action.starts_with("AssumeRole") {
+        return "; hint: does the caller have sts:AssumeRole (e.g. AliyunSTSAssumeRoleAccess), and does the role's trust policy allow it?".to_owned();
+    }
+    if denied {
+        return format!("; hint: does the role have cr:{action} on this instance?");
+    }
+    static_hint(code, status).to_owned()
+}
+
+fn static_hint(code: &str, status: u16) -> &'static str {
     match code {
-        "NoPermission" | "Forbidden.RAM" | "Forbidden" => {
-            "; hint: does the identity have the needed permission (sts:AssumeRole on the role, or cr:GetAuthorizationToken on this instance)?"
-        }
         "EntityNotExist.Role" => {
             "; hint: check the role ARN and the role's trust policy (it must trust the calling identity)"
         }
@@ -119,15 +127,10 @@ impl Error {
     /// The failure class that decides retry versus refusal.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Upstream {
-                code,
-                status,
-                retry_after,
-                ..
-            } => classify_upstream(code, *status, retry_after.is_some()),
-            Error::Timeout { .. } | Error::Connect { .. } | Error::Io { .. } => {
-                ErrorKind::Transient
+            Error::Upstream { code, status, retry_after, .. } => {
+                classify_upstream(code, *status, retry_after.is_some())
             }
+            Error::Timeout { .. } | Error::Connect { .. } | Error::Io { .. } => ErrorKind::Transient,
             Error::Decode { .. } => ErrorKind::Malformed,
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::NoIdentity(_) => ErrorKind::Denied,
@@ -179,10 +182,7 @@ impl Error {
 
     /// A decode error for `action`, naming what was wrong.
     pub(crate) fn decode(action: &str, detail: impl Into<String>) -> Self {
-        Error::Decode {
-            action: action.to_owned(),
-            detail: detail.into(),
-        }
+        Error::Decode { action: action.to_owned(), detail: detail.into() }
     }
 }
 
@@ -248,41 +248,15 @@ mod tests {
             (upstream("NoPermission", 403, None), Denied, false),
             (upstream("EntityNotExist.Role", 404, None), Denied, false),
             (upstream("SignatureDoesNotMatch", 400, None), Denied, false),
-            (
-                upstream("InvalidAccessKeyId.NotFound", 404, None),
-                Denied,
-                false,
-            ),
-            (
-                upstream("InvalidSecurityToken.Expired", 400, None),
-                Denied,
-                false,
-            ),
-            (
-                upstream("InvalidParameter.RoleArn", 400, None),
-                InvalidInput,
-                false,
-            ),
+            (upstream("InvalidAccessKeyId.NotFound", 404, None), Denied, false),
+            (upstream("InvalidSecurityToken.Expired", 400, None), Denied, false),
+            (upstream("InvalidParameter.RoleArn", 400, None), InvalidInput, false),
             (upstream("InvalidParameter", 400, None), InvalidInput, false),
             (upstream("SomethingElse", 400, None), InvalidInput, false),
             (upstream("SomethingElse", 404, None), Denied, false),
             (upstream("INSTANCE_NOT_EXIST", 200, None), Denied, false),
-            (
-                Error::Timeout {
-                    action: "a".into(),
-                    after: Duration::from_secs(5),
-                },
-                Transient,
-                true,
-            ),
-            (
-                Error::Connect {
-                    action: "a".into(),
-                    detail: "refused".into(),
-                },
-                Transient,
-                true,
-            ),
+            (Error::Timeout { action: "a".into(), after: Duration::from_secs(5) }, Transient, true),
+            (Error::Connect { action: "a".into(), detail: "refused".into() }, Transient, true),
             (Error::decode("a", "Credentials missing"), Malformed, false),
             (Error::InvalidInput("x".into()), InvalidInput, false),
             (Error::NoIdentity("x".into()), Denied, false),
@@ -300,21 +274,11 @@ mod tests {
         assert_eq!(e.retry_after(), Some(Duration::from_millis(250)));
         assert_eq!(e.request_id(), Some("RID-1"));
         assert_eq!(e.status(), Some(400));
-        let t = Error::Timeout {
-            action: "GetAuthorizationToken".into(),
-            after: Duration::from_secs(5),
-        };
+        let t = Error::Timeout { action: "GetAuthorizationToken".into(), after: Duration::from_secs(5) };
         assert_eq!(t.code(), "Timeout");
         assert_eq!(t.status(), None);
         assert_eq!(Error::decode("x", "y").code(), "MalformedResponse");
-        assert_eq!(
-            Error::Connect {
-                action: "x".into(),
-                detail: "y".into()
-            }
-            .code(),
-            "ConnectionFailed"
-        );
+        assert_eq!(Error::Connect { action: "x".into(), detail: "y".into() }.code(), "ConnectionFailed");
     }
 
     #[test]
@@ -324,17 +288,20 @@ mod tests {
         assert!(s.contains("NoPermission"), "{s}");
         assert!(s.contains("msg"), "{s}");
         assert!(s.contains("RID-1"), "{s}");
-        assert!(s.contains("cr:GetAuthorizationToken"), "{s}");
-        let s = upstream("EntityNotExist.Role", 404, None).to_string();
-        assert!(s.contains("trust policy"), "{s}");
-        let s = Error::Timeout {
+        assert!(s.contains("sts:AssumeRole"), "{s}");
+        let cr = Error::Upstream {
             action: "GetAuthorizationToken".into(),
-            after: Duration::from_secs(5),
+            status: 403,
+            code: "NoPermission".into(),
+            message: "m".into(),
+            request_id: None,
+            retry_after: None,
         }
         .to_string();
-        assert!(
-            s.contains("GetAuthorizationToken") && s.contains("timed out"),
-            "{s}"
-        );
+        assert!(cr.contains("cr:GetAuthorizationToken on this instance"), "{cr}");
+        let s = upstream("EntityNotExist.Role", 404, None).to_string();
+        assert!(s.contains("trust policy"), "{s}");
+        let s = Error::Timeout { action: "GetAuthorizationToken".into(), after: Duration::from_secs(5) }.to_string();
+        assert!(s.contains("GetAuthorizationToken") && s.contains("timed out"), "{s}");
     }
 }

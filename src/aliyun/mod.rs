@@ -21,8 +21,6 @@ pub use client::{Client, Endpoints};
 pub use cr::{DomainKind, EndpointDomain, InstanceSummary, RegistryToken};
 pub use credentials::Credentials;
 pub use error::{Error, ErrorKind};
-pub use identity::{
-    DefaultChain, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, StaticSource,
-};
+pub use identity::{DefaultChain, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, StaticSource};
 pub use sts::{AssumeRoleRequest, AssumeRoleWithOidcRequest, StsSession};
 pub use transport::{HttpResponse, Timeouts, Transport};

@@ -64,10 +64,7 @@ const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 pub fn canonical_query(params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     sorted.sort();
-    let parts: Vec<String> = sorted
-        .iter()
-        .map(|(k, v)| format!("{k}={}", percent_encode(v)))
-        .collect();
+    let parts: Vec<String> = sorted.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
     parts.join("&")
 }
 
@@ -78,10 +75,7 @@ pub fn hashed_payload(body: &[u8]) -> String {
 
 /// `x-acs-date` format: UTC `%Y-%m-%dT%H:%M:%SZ` (whole seconds).
 pub fn format_date(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
     let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     i64::try_from(secs)
         .ok()
@@ -126,30 +120,15 @@ pub fn sign(input: &SignInput<'_>, creds: &Credentials) -> Vec<(&'static str, St
     let signature = hmac_hex(creds.access_key_secret.expose_secret(), &string_to_sign);
     headers.push((
         "authorization",
-        format!(
-            "{ALGORITHM} Credential={},SignedHeaders={signed_headers},Signature={signature}",
-            creds.access_key_id
-        ),
+        format!("{ALGORITHM} Credential={},SignedHeaders={signed_headers},Signature={signature}", creds.access_key_id),
     ));
     headers
 }
 
 /// The canonical request over already sorted, lower-case headers (all of them signed).
-fn canonical_request(
-    input: &SignInput<'_>,
-    sorted_headers: &[(&'static str, String)],
-    signed_headers: &str,
-) -> String {
-    let path = if input.path.is_empty() {
-        "/"
-    } else {
-        input.path
-    };
-    let mut out = format!(
-        "{}\n{path}\n{}\n",
-        input.method,
-        canonical_query(input.query)
-    );
+fn canonical_request(input: &SignInput<'_>, sorted_headers: &[(&'static str, String)], signed_headers: &str) -> String {
+    let path = if input.path.is_empty() { "/" } else { input.path };
+    let mut out = format!("{}\n{path}\n{}\n", input.method, canonical_query(input.query));
     for (name, value) in sorted_headers {
         out.push_str(name);
         out.push(':');
@@ -166,8 +145,8 @@ fn canonical_request(
 fn hmac_hex(key: &str, data: &str) -> String {
     // HMAC accepts keys of any length, so `new_from_slice` cannot fail here; fall back to an
     // empty-key MAC rather than panic (the server would then answer SignatureDoesNotMatch).
-    let mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes())
-        .or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(&[]));
+    let mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes()).or_else(|_| <Hmac<Sha256> as Mac>::new_from_slice(&[]));
     match mac {
         Ok(mut mac) => {
             mac.update(data.as_bytes());
@@ -186,10 +165,7 @@ mod tests {
     const NONCE: &str = "3f1a2b4c5d6e7f8091a2b3c4d5e6f708";
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
     fn header<'a>(headers: &'a [(&'static str, String)], name: &str) -> &'a str {
@@ -208,10 +184,7 @@ mod tests {
             ("RoleSessionName", "acr-broker"),
             ("DurationSeconds", "3600"),
         ]);
-        let creds = Credentials::long_term(
-            "LTAI5tTESTACCESSKEYID",
-            Secret::from("TestSecret0123456789abcdefghij"),
-        );
+        let creds = Credentials::long_term("LTAI5tTESTACCESSKEYID", Secret::from("TestSecret0123456789abcdefghij"));
         let input = SignInput {
             method: "POST",
             host: "sts.cn-hangzhou.aliyuncs.com",
@@ -263,14 +236,8 @@ mod tests {
             header(&headers, "authorization"),
             "ACS3-HMAC-SHA256 Credential=STS.NTestTempAccessKeyId,SignedHeaders=host;x-acs-accesskey-id;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-security-token;x-acs-signature-nonce;x-acs-version,Signature=dba1bc1c76cddf4037f0d1b30b0d2ff166e1e93c5258b55c411968680db2e452"
         );
-        assert_eq!(
-            header(&headers, "x-acs-accesskey-id"),
-            "STS.NTestTempAccessKeyId"
-        );
-        assert_eq!(
-            header(&headers, "x-acs-security-token"),
-            "CAIS+test/token=="
-        );
+        assert_eq!(header(&headers, "x-acs-accesskey-id"), "STS.NTestTempAccessKeyId");
+        assert_eq!(header(&headers, "x-acs-security-token"), "CAIS+test/token==");
     }
 
     #[test]
@@ -279,10 +246,7 @@ mod tests {
             ("RoleArn", "acs:ram::1234567890123456:role/eci-acr-user"),
             ("RoleSessionName", "a.b-c_d@e"),
             ("ExternalId", "ext id~*/é"),
-            (
-                "Policy",
-                r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"cr:Get*","Resource":"*"}]}"#,
-            ),
+            ("Policy", r#"{"Version":"1","Statement":[{"Effect":"Allow","Action":"cr:Get*","Resource":"*"}]}"#),
         ]);
         assert_eq!(
             canonical_query(&query),
@@ -326,19 +290,12 @@ mod tests {
             nonce: NONCE,
         };
         let headers = sign(&input, &creds);
-        assert_eq!(
-            header(&headers, "x-acs-content-sha256"),
-            hashed_payload(body)
-        );
+        assert_eq!(header(&headers, "x-acs-content-sha256"), hashed_payload(body));
         assert_eq!(header(&headers, "host"), "127.0.0.1:8080");
-        assert!(header(&headers, "authorization")
-            .contains("SignedHeaders=content-type;host;x-acs-action;"));
+        assert!(header(&headers, "authorization").contains("SignedHeaders=content-type;host;x-acs-action;"));
         // A different path must change the signature.
         let other = sign(&SignInput { path: "/", ..input }, &creds);
-        assert_ne!(
-            header(&headers, "authorization"),
-            header(&other, "authorization")
-        );
+        assert_ne!(header(&headers, "authorization"), header(&other, "authorization"));
     }
 
     #[test]
@@ -347,9 +304,7 @@ mod tests {
         assert_eq!(format_date(t), DATE);
         let n = new_nonce();
         assert_eq!(n.len(), 32);
-        assert!(n
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(n.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(n, new_nonce());
     }
 }

@@ -52,9 +52,7 @@ pub struct StsSession {
 /// Checks a RoleSessionName: 2–64 characters of `A-Z a-z 0-9 . @ _ -`.
 pub fn validate_session_name(name: &str) -> Result<(), Error> {
     let ok = (2..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'@' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'@' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
@@ -73,9 +71,7 @@ fn validate_arn(what: &str, arn: &str, kind: &str) -> Result<(), Error> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "{what} {arn:?} is invalid: expected acs:ram::<account-id>:{kind}/<name>"
-        )))
+        Err(Error::InvalidInput(format!("{what} {arn:?} is invalid: expected acs:ram::<account-id>:{kind}/<name>")))
     }
 }
 
@@ -83,9 +79,7 @@ fn validate_duration(seconds: u32) -> Result<(), Error> {
     if (900..=43200).contains(&seconds) {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "DurationSeconds {seconds} is out of range 900..=43200"
-        )))
+        Err(Error::InvalidInput(format!("DurationSeconds {seconds} is out of range 900..=43200")))
     }
 }
 
@@ -105,8 +99,7 @@ impl AssumeRoleRequest {
         }
         if let Some(x) = &self.external_id {
             let ok = (2..=1224).contains(&x.len())
-                && x.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
+                && x.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+=,.@:/-".contains(&b));
             if !ok {
                 return Err(Error::InvalidInput(format!(
                     "ExternalId {x:?} is invalid: need 2-1224 characters of A-Z a-z 0-9 _ + = , . @ : / -"
@@ -120,10 +113,7 @@ impl AssumeRoleRequest {
         let mut q = vec![
             ("RoleArn".to_owned(), self.role_arn.clone()),
             ("RoleSessionName".to_owned(), self.session_name.clone()),
-            (
-                "DurationSeconds".to_owned(),
-                self.duration_seconds.to_string(),
-            ),
+            ("DurationSeconds".to_owned(), self.duration_seconds.to_string()),
         ];
         if let Some(p) = &self.policy {
             q.push(("Policy".to_owned(), p.clone()));
@@ -144,9 +134,7 @@ impl AssumeRoleWithOidcRequest {
         validate_duration(self.duration_seconds)?;
         let len = self.oidc_token.len();
         if !(4..=20000).contains(&len) {
-            return Err(Error::InvalidInput(format!(
-                "OIDCToken must be 4-20000 characters, got {len}"
-            )));
+            return Err(Error::InvalidInput(format!("OIDCToken must be 4-20000 characters, got {len}")));
         }
         Ok(())
     }
@@ -154,11 +142,7 @@ impl AssumeRoleWithOidcRequest {
 
 impl Client {
     /// `AssumeRole` as `caller`: V3-signed POST `/` with the parameters in the query.
-    pub async fn assume_role(
-        &self,
-        caller: &Credentials,
-        req: &AssumeRoleRequest,
-    ) -> Result<StsSession, Error> {
+    pub async fn assume_role(&self, caller: &Credentials, req: &AssumeRoleRequest) -> Result<StsSession, Error> {
         req.validate()?;
         let base = self.endpoints().sts.clone();
         let (_, body) = self
@@ -178,10 +162,7 @@ impl Client {
     }
 
     /// `AssumeRoleWithOIDC`: unsigned, the OIDC token is the proof of identity.
-    pub async fn assume_role_with_oidc(
-        &self,
-        req: &AssumeRoleWithOidcRequest,
-    ) -> Result<StsSession, Error> {
+    pub async fn assume_role_with_oidc(&self, req: &AssumeRoleWithOidcRequest) -> Result<StsSession, Error> {
         req.validate()?;
         let base = self.endpoints().sts.clone();
         let duration = req.duration_seconds.to_string();
@@ -192,9 +173,7 @@ impl Client {
             ("RoleSessionName", req.session_name.as_str()),
             ("DurationSeconds", duration.as_str()),
         ];
-        let (_, body) = self
-            .call_anonymous_rpc(&base, "AssumeRoleWithOIDC", VERSION, &form)
-            .await?;
+        let (_, body) = self.call_anonymous_rpc(&base, "AssumeRoleWithOIDC", VERSION, &form).await?;
         parse_session("AssumeRoleWithOIDC", &body)
     }
 }
@@ -203,10 +182,7 @@ impl Client {
 pub(crate) fn parse_session(action: &str, body: &Value) -> Result<StsSession, Error> {
     let expiration = wire::req_str(body, action, "Credentials.Expiration")?;
     let expires_at = parse_rfc3339(&expiration).ok_or_else(|| {
-        Error::decode(
-            action,
-            format!("Credentials.Expiration {expiration:?} is not an RFC 3339 time"),
-        )
+        Error::decode(action, format!("Credentials.Expiration {expiration:?} is not an RFC 3339 time"))
     })?;
     Ok(StsSession {
         credentials: Credentials {

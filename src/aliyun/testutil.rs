@@ -34,9 +34,7 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server answering every request with `handler`.
-    pub async fn start(
-        handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
-    ) -> TestServer {
+    pub async fn start(handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -68,16 +66,12 @@ impl TestServer {
                             Ok::<_, Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });
-        TestServer {
-            base: format!("http://{addr}"),
-            seen,
-        }
+        TestServer { base: format!("http://{addr}"), seen }
     }
 
     /// The requests seen so far.
@@ -88,21 +82,15 @@ impl TestServer {
 
 /// A response with a status and a body.
 pub fn respond(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .body(Full::new(body.into()))
-        .unwrap()
+    Response::builder().status(status).body(Full::new(body.into())).unwrap()
 }
 
 /// A client whose STS, CR (`/region/{region}` prefix) and metadata endpoints all point at `base`,
 /// with a manual clock at 2024-01-15T08:30:00Z and no proxy.
 pub fn client_for(base: &str) -> Client {
     let clock = crate::clock::ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_705_307_400));
-    let endpoints = Endpoints {
-        sts: base.to_owned(),
-        cr: format!("{base}/region/{{region}}"),
-        metadata: base.to_owned(),
-    };
+    let endpoints =
+        Endpoints { sts: base.to_owned(), cr: format!("{base}/region/{{region}}"), metadata: base.to_owned() };
     let transport = Transport::with_proxy(Timeouts::default(), None).unwrap();
     Client::with_transport(endpoints, transport, clock).unwrap()
 }
@@ -113,22 +101,11 @@ pub fn verify_signature(seen: &Seen, secret: &str) {
     let rest = auth.strip_prefix("ACS3-HMAC-SHA256 ").unwrap();
     let mut parts = rest.split(',');
     let _cred = parts.next().unwrap();
-    let signed = parts
-        .next()
-        .unwrap()
-        .strip_prefix("SignedHeaders=")
-        .unwrap();
+    let signed = parts.next().unwrap().strip_prefix("SignedHeaders=").unwrap();
     let sig = parts.next().unwrap().strip_prefix("Signature=").unwrap();
     let query: Vec<(String, String)> =
-        form_urlencoded::parse(seen.query.as_deref().unwrap_or("").as_bytes())
-            .into_owned()
-            .collect();
-    let mut canon = format!(
-        "{}\n{}\n{}\n",
-        seen.method,
-        seen.path,
-        crate::aliyun::sign::canonical_query(&query)
-    );
+        form_urlencoded::parse(seen.query.as_deref().unwrap_or("").as_bytes()).into_owned().collect();
+    let mut canon = format!("{}\n{}\n{}\n", seen.method, seen.path, crate::aliyun::sign::canonical_query(&query));
     for name in signed.split(';') {
         let v = seen.headers[name].to_str().unwrap();
         canon.push_str(&format!("{name}:{}\n", v.trim()));
@@ -136,28 +113,14 @@ pub fn verify_signature(seen: &Seen, secret: &str) {
     let body_hash = crate::aliyun::sign::hashed_payload(&seen.body);
     assert_eq!(seen.headers["x-acs-content-sha256"], body_hash.as_str());
     canon.push_str(&format!("\n{signed}\n{body_hash}"));
-    let sts = format!(
-        "ACS3-HMAC-SHA256\n{}",
-        crate::aliyun::sign::hashed_payload(canon.as_bytes())
-    );
+    let sts = format!("ACS3-HMAC-SHA256\n{}", crate::aliyun::sign::hashed_payload(canon.as_bytes()));
     use hmac::Mac;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(sts.as_bytes());
-    assert_eq!(
-        data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes()),
-        sig
-    );
-    for required in [
-        "host",
-        "x-acs-action",
-        "x-acs-version",
-        "x-acs-date",
-        "x-acs-signature-nonce",
-        "x-acs-content-sha256",
-    ] {
-        assert!(
-            signed.split(';').any(|s| s == required),
-            "{required} not signed"
-        );
+    assert_eq!(data_encoding::HEXLOWER.encode(&mac.finalize().into_bytes()), sig);
+    for required in
+        ["host", "x-acs-action", "x-acs-version", "x-acs-date", "x-acs-signature-nonce", "x-acs-content-sha256"]
+    {
+        assert!(signed.split(';').any(|s| s == required), "{required} not signed");
     }
 }

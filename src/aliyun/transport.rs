@@ -36,10 +36,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            metadata: Duration::from_secs(1),
-            api: Duration::from_secs(5),
-        }
+        Timeouts { metadata: Duration::from_secs(1), api: Duration::from_secs(5) }
     }
 }
 
@@ -100,14 +97,7 @@ impl Transport {
         let direct = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(https_connector(plain_connector())?);
-        Ok(Transport {
-            inner: Arc::new(Inner {
-                direct,
-                proxy,
-                proxied: OnceLock::new(),
-                timeouts,
-            }),
-        })
+        Ok(Transport { inner: Arc::new(Inner { direct, proxy, proxied: OnceLock::new(), timeouts }) })
     }
 
     /// The configured timeouts.
@@ -117,29 +107,11 @@ impl Transport {
 
     /// A GET with the https/loopback rule and the API timeout (used for the registry realm).
     /// Returns status, headers and body whatever the status is.
-    pub async fn get(
-        &self,
-        url: &str,
-        headers: &[(&str, String)],
-    ) -> Result<(u16, HeaderMap, Bytes), Error> {
+    pub async fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<(u16, HeaderMap, Bytes), Error> {
         let uri = check_url(url, Route::Api)?;
-        let action = format!(
-            "GET {}://{}{}",
-            uri.scheme_str().unwrap_or("https"),
-            authority_of(&uri)?,
-            uri.path()
-        );
+        let action = format!("GET {}://{}{}", uri.scheme_str().unwrap_or("https"), authority_of(&uri)?, uri.path());
         let headers = to_header_list(headers)?;
-        let resp = self
-            .execute(
-                Method::GET,
-                &uri,
-                headers,
-                Bytes::new(),
-                &action,
-                Route::Api,
-            )
-            .await?;
+        let resp = self.execute(Method::GET, &uri, headers, Bytes::new(), &action, Route::Api).await?;
         Ok((resp.status, resp.headers, resp.body))
     }
 
@@ -161,10 +133,7 @@ impl Transport {
         let call = self.execute_untimed(method, uri, headers, body, action, route);
         match tokio::time::timeout(after, call).await {
             Ok(result) => result,
-            Err(_) => Err(Error::Timeout {
-                action: action.to_owned(),
-                after,
-            }),
+            Err(_) => Err(Error::Timeout { action: action.to_owned(), after }),
         }
     }
 
@@ -186,25 +155,14 @@ impl Transport {
             .map_err(|e| Error::InvalidInput(format!("{action}: cannot build request: {e}")))?;
         let sent = match self.proxied_client_for(uri, route) {
             Some(Ok(client)) => client.request(request).await,
-            Some(Err(detail)) => {
-                return Err(Error::Connect {
-                    action: action.to_owned(),
-                    detail: detail.clone(),
-                })
-            }
+            Some(Err(detail)) => return Err(Error::Connect { action: action.to_owned(), detail: detail.clone() }),
             None => self.inner.direct.request(request).await,
         };
-        let response = sent.map_err(|e| Error::Connect {
-            action: action.to_owned(),
-            detail: error_chain(&e),
-        })?;
+        let response = sent.map_err(|e| Error::Connect { action: action.to_owned(), detail: error_chain(&e) })?;
         let (parts, body) = response.into_parts();
         let collected = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
-                Error::decode(
-                    action,
-                    format!("response body larger than {MAX_BODY} bytes"),
-                )
+                Error::decode(action, format!("response body larger than {MAX_BODY} bytes"))
             } else {
                 Error::Connect {
                     action: action.to_owned(),
@@ -212,11 +170,7 @@ impl Transport {
                 }
             }
         })?;
-        Ok(HttpResponse {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: collected.to_bytes(),
-        })
+        Ok(HttpResponse { status: parts.status.as_u16(), headers: parts.headers, body: collected.to_bytes() })
     }
 
     /// The proxied client when this call must go through the proxy, `None` for a direct call.
@@ -235,11 +189,7 @@ impl Transport {
                 tunnel = tunnel.with_auth(auth.clone());
             }
             https_connector(tunnel)
-                .map(|c| {
-                    HyperClient::builder(TokioExecutor::new())
-                        .pool_idle_timeout(Duration::from_secs(60))
-                        .build(c)
-                })
+                .map(|c| HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(c))
                 .map_err(|e| format!("cannot set up the HTTPS proxy connector: {e}"))
         }))
     }
@@ -263,35 +213,25 @@ fn https_connector<C>(inner: C) -> Result<HttpsConnector<C>, Error> {
 /// Parses `url` and applies the scheme rule for `route`: https anywhere; http only to loopback
 /// hosts (127.0.0.0/8, ::1, localhost), or to any host for the metadata route.
 pub(crate) fn check_url(url: &str, route: Route) -> Result<Uri, Error> {
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| Error::InvalidInput(format!("invalid URL {url:?}: {e}")))?;
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| Error::InvalidInput(format!("URL {url:?} has no host")))?;
+    let uri: Uri = url.parse().map_err(|e| Error::InvalidInput(format!("invalid URL {url:?}: {e}")))?;
+    let host =
+        uri.host().filter(|h| !h.is_empty()).ok_or_else(|| Error::InvalidInput(format!("URL {url:?} has no host")))?;
     authority_of(&uri)?;
     match uri.scheme_str() {
         Some("https") => Ok(uri),
         Some("http") if route == Route::Metadata || is_loopback_host(host) => Ok(uri),
-        Some("http") => Err(Error::InvalidInput(format!(
-            "URL {url:?}: plain http is allowed only for loopback hosts; use https"
-        ))),
-        _ => Err(Error::InvalidInput(format!(
-            "URL {url:?}: scheme must be https (or http for loopback)"
-        ))),
+        Some("http") => {
+            Err(Error::InvalidInput(format!("URL {url:?}: plain http is allowed only for loopback hosts; use https")))
+        }
+        _ => Err(Error::InvalidInput(format!("URL {url:?}: scheme must be https (or http for loopback)"))),
     }
 }
 
 /// The `Host` header value as it goes on the wire (`host[:port]`); user info is refused.
 pub(crate) fn authority_of(uri: &Uri) -> Result<&str, Error> {
-    let authority = uri
-        .authority()
-        .ok_or_else(|| Error::InvalidInput(format!("URL {uri} has no host")))?;
+    let authority = uri.authority().ok_or_else(|| Error::InvalidInput(format!("URL {uri} has no host")))?;
     if authority.as_str().contains('@') {
-        return Err(Error::InvalidInput(
-            "URLs with user info (user:password@) are not allowed".to_owned(),
-        ));
+        return Err(Error::InvalidInput("URLs with user info (user:password@) are not allowed".to_owned()));
     }
     Ok(authority.as_str())
 }
@@ -302,16 +242,12 @@ pub(crate) fn is_loopback_host(host: &str) -> bool {
     if bare.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    bare.parse::<IpAddr>()
-        .map(|ip| ip.is_loopback())
-        .unwrap_or(false)
+    bare.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
 }
 
 /// Converts `(name, value)` pairs to typed headers; invalid ones are refused without echoing the
 /// value (it may be a credential). Authorization-like values are marked sensitive.
-pub(crate) fn to_header_list(
-    headers: &[(&str, String)],
-) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
+pub(crate) fn to_header_list(headers: &[(&str, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, Error> {
     headers
         .iter()
         .map(|(name, value)| {

@@ -3,14 +3,8 @@ use crate::aliyun::testutil::{respond, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn transport(proxy: Option<Matcher>) -> Transport {
-    Transport::with_proxy(
-        Timeouts {
-            metadata: Duration::from_millis(300),
-            api: Duration::from_millis(500),
-        },
-        proxy,
-    )
-    .unwrap()
+    Transport::with_proxy(Timeouts { metadata: Duration::from_millis(300), api: Duration::from_millis(500) }, proxy)
+        .unwrap()
 }
 
 #[test]
@@ -33,33 +27,17 @@ fn url_rules() {
 
 #[test]
 fn loopback_hosts() {
-    for h in [
-        "localhost",
-        "LOCALHOST",
-        "127.0.0.1",
-        "127.255.0.9",
-        "::1",
-        "[::1]",
-    ] {
+    for h in ["localhost", "LOCALHOST", "127.0.0.1", "127.255.0.9", "::1", "[::1]"] {
         assert!(is_loopback_host(h), "{h}");
     }
-    for h in [
-        "100.100.100.200",
-        "10.0.0.1",
-        "example.com",
-        "localhost.example",
-        "[::2]",
-    ] {
+    for h in ["100.100.100.200", "10.0.0.1", "example.com", "localhost.example", "[::2]"] {
         assert!(!is_loopback_host(h), "{h}");
     }
 }
 
 #[test]
 fn proxy_is_used_only_for_remote_https_api_calls() {
-    let matcher = Matcher::builder()
-        .https("http://127.0.0.1:3128")
-        .no("no-proxy.example.com")
-        .build();
+    let matcher = Matcher::builder().https("http://127.0.0.1:3128").no("no-proxy.example.com").build();
     let t = transport(Some(matcher));
     let remote: Uri = "https://sts.aliyuncs.com/".parse().unwrap();
     assert!(t.proxied_client_for(&remote, Route::Api).is_some());
@@ -70,9 +48,7 @@ fn proxy_is_used_only_for_remote_https_api_calls() {
     assert!(t.proxied_client_for(&excluded, Route::Api).is_none());
     let metadata: Uri = "http://100.100.100.200/latest".parse().unwrap();
     assert!(t.proxied_client_for(&metadata, Route::Metadata).is_none());
-    assert!(transport(None)
-        .proxied_client_for(&remote, Route::Api)
-        .is_none());
+    assert!(transport(None).proxied_client_for(&remote, Route::Api).is_none());
 }
 
 #[tokio::test]
@@ -84,37 +60,24 @@ async fn https_call_goes_through_connect_proxy() {
         let (mut sock, _) = listener.accept().await.unwrap();
         let mut buf = vec![0u8; 4096];
         let n = sock.read(&mut buf).await.unwrap();
-        sock.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .await
-            .unwrap();
+        sock.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
         drop(sock);
         String::from_utf8_lossy(&buf[..n]).into_owned()
     });
     let matcher = Matcher::builder().https(format!("http://{addr}")).build();
     let t = transport(Some(matcher));
-    let err = t
-        .get("https://sts.example-region.aliyuncs.com/", &[])
-        .await
-        .unwrap_err();
+    let err = t.get("https://sts.example-region.aliyuncs.com/", &[]).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     let seen = proxy_task.await.unwrap();
-    assert!(
-        seen.starts_with("CONNECT sts.example-region.aliyuncs.com:443 HTTP/1.1"),
-        "{seen}"
-    );
+    assert!(seen.starts_with("CONNECT sts.example-region.aliyuncs.com:443 HTTP/1.1"), "{seen}");
 }
 
 #[tokio::test]
 async fn get_returns_status_headers_body_and_sends_headers() {
     let server = TestServer::start(|_| respond(418, "teapot")).await;
     let t = transport(None);
-    let (status, _headers, body) = t
-        .get(
-            &format!("{}/auth?service=x", server.base),
-            &[("authorization", "Basic abc".to_owned())],
-        )
-        .await
-        .unwrap();
+    let (status, _headers, body) =
+        t.get(&format!("{}/auth?service=x", server.base), &[("authorization", "Basic abc".to_owned())]).await.unwrap();
     assert_eq!(status, 418);
     assert_eq!(&body[..], b"teapot");
     let seen = server.seen();
@@ -146,10 +109,7 @@ async fn silent_server_times_out() {
         let (_sock, _) = listener.accept().await.unwrap();
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
-    let err = transport(None)
-        .get(&format!("http://{addr}/"), &[])
-        .await
-        .unwrap_err();
+    let err = transport(None).get(&format!("http://{addr}/"), &[]).await.unwrap_err();
     assert_eq!(err.code(), "Timeout", "{err}");
     assert!(err.is_retryable());
 }
@@ -159,10 +119,7 @@ async fn refused_connection_is_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = transport(None)
-        .get(&format!("http://{addr}/"), &[])
-        .await
-        .unwrap_err();
+    let err = transport(None).get(&format!("http://{addr}/"), &[]).await.unwrap_err();
     assert_eq!(err.code(), "ConnectionFailed", "{err}");
 }
 

@@ -14,16 +14,8 @@ use crate::secret::Secret;
 
 /// Parses a JSON object body.
 pub(crate) fn parse_json(action: &str, body: &[u8]) -> Result<Value, Error> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        Error::decode(
-            action,
-            format!(
-                "body is not JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
-        )
-    })?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::decode(action, format!("body is not JSON (line {}, column {})", e.line(), e.column())))?;
     if !v.is_object() {
         return Err(Error::decode(action, "body is not a JSON object"));
     }
@@ -44,10 +36,7 @@ pub(crate) fn req_str(v: &Value, action: &str, path: &str) -> Result<String, Err
     match field(v, path) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => Err(Error::decode(action, format!("field {path} is empty"))),
-        Some(_) => Err(Error::decode(
-            action,
-            format!("field {path} is not a string"),
-        )),
+        Some(_) => Err(Error::decode(action, format!("field {path} is not a string"))),
         None => Err(Error::decode(action, format!("field {path} is missing"))),
     }
 }
@@ -67,27 +56,22 @@ pub(crate) fn opt_str(v: &Value, path: &str) -> Option<String> {
 
 /// A required integer field; a numeric string is accepted too (some APIs quote numbers).
 pub(crate) fn req_i64(v: &Value, action: &str, path: &str) -> Result<i64, Error> {
-    opt_i64(v, action, path)?
-        .ok_or_else(|| Error::decode(action, format!("field {path} is missing")))
+    opt_i64(v, action, path)?.ok_or_else(|| Error::decode(action, format!("field {path} is missing")))
 }
 
 /// An optional integer field; present but not an integer is an error.
 pub(crate) fn opt_i64(v: &Value, action: &str, path: &str) -> Result<Option<i64>, Error> {
     match field(v, path) {
         None => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .map(Some)
-            .ok_or_else(|| Error::decode(action, format!("field {path} is not an integer"))),
+        Some(Value::Number(n)) => {
+            n.as_i64().map(Some).ok_or_else(|| Error::decode(action, format!("field {path} is not an integer")))
+        }
         Some(Value::String(s)) => s
             .trim()
             .parse::<i64>()
             .map(Some)
             .map_err(|_| Error::decode(action, format!("field {path} is not an integer"))),
-        Some(_) => Err(Error::decode(
-            action,
-            format!("field {path} is not an integer"),
-        )),
+        Some(_) => Err(Error::decode(action, format!("field {path} is not an integer"))),
     }
 }
 
@@ -95,23 +79,14 @@ pub(crate) fn opt_i64(v: &Value, action: &str, path: &str) -> Result<Option<i64>
 pub(crate) fn req_array<'a>(v: &'a Value, action: &str, path: &str) -> Result<&'a [Value], Error> {
     match field(v, path) {
         Some(Value::Array(a)) => Ok(a),
-        Some(_) => Err(Error::decode(
-            action,
-            format!("field {path} is not an array"),
-        )),
+        Some(_) => Err(Error::decode(action, format!("field {path} is not an array"))),
         None => Err(Error::decode(action, format!("field {path} is missing"))),
     }
 }
 
 /// `x-acs-retry-after` (positive integer milliseconds), if present and valid.
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let ms: u64 = headers
-        .get("x-acs-retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let ms: u64 = headers.get("x-acs-retry-after")?.to_str().ok()?.trim().parse().ok()?;
     (ms > 0).then(|| Duration::from_millis(ms))
 }
 
@@ -126,21 +101,14 @@ pub(crate) fn upstream_error(action: &str, status: u16, headers: &HeaderMap, bod
         ),
         _ => {
             let text = String::from_utf8_lossy(body);
-            (
-                xml_tag(&text, "Code"),
-                xml_tag(&text, "Message"),
-                xml_tag(&text, "RequestId"),
-            )
+            (xml_tag(&text, "Code"), xml_tag(&text, "Message"), xml_tag(&text, "RequestId"))
         }
     };
     Error::Upstream {
         action: action.to_owned(),
         status,
-        message: message
-            .unwrap_or_else(|| format!("no error message in the response ({} bytes)", body.len())),
-        code: code
-            .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| format!("Http{status}")),
+        message: message.unwrap_or_else(|| format!("no error message in the response ({} bytes)", body.len())),
+        code: code.filter(|c| !c.is_empty()).unwrap_or_else(|| format!("Http{status}")),
         request_id,
         retry_after: retry_after(headers),
     }
@@ -154,8 +122,7 @@ pub(crate) fn check_is_success(v: &Value, action: &str, status: u16) -> Result<(
             action: action.to_owned(),
             status,
             code: opt_str(v, "Code").unwrap_or_else(|| "IsSuccessFalse".to_owned()),
-            message: opt_str(v, "Message")
-                .unwrap_or_else(|| "the service answered IsSuccess=false".to_owned()),
+            message: opt_str(v, "Message").unwrap_or_else(|| "the service answered IsSuccess=false".to_owned()),
             request_id: opt_str(v, "RequestId"),
             retry_after: None,
         }),
@@ -188,19 +155,14 @@ mod tests {
 
     #[test]
     fn field_accessors_name_the_field_not_the_value() {
-        let v: Value = serde_json::from_str(
-            r#"{"C":{"S":"v","E":"","N":5,"Q":"7","B":true,"X":null},"A":[1]}"#,
-        )
-        .unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{"C":{"S":"v","E":"","N":5,"Q":"7","B":true,"X":null},"A":[1]}"#).unwrap();
         assert_eq!(req_str(&v, "A", "C.S").unwrap(), "v");
         let e = req_str(&v, "A", "C.E").unwrap_err().to_string();
         assert!(e.contains("C.E is empty"), "{e}");
         let e = req_str(&v, "A", "C.N").unwrap_err().to_string();
         assert!(e.contains("C.N is not a string") && !e.contains('5'), "{e}");
-        assert!(req_str(&v, "A", "C.X")
-            .unwrap_err()
-            .to_string()
-            .contains("missing"));
+        assert!(req_str(&v, "A", "C.X").unwrap_err().to_string().contains("missing"));
         assert!(req_str(&v, "A", "Z.Y").is_err());
         assert_eq!(req_i64(&v, "A", "C.N").unwrap(), 5);
         assert_eq!(req_i64(&v, "A", "C.Q").unwrap(), 7);
@@ -266,16 +228,12 @@ mod tests {
     fn is_success_must_be_true() {
         let ok: Value = serde_json::from_str(r#"{"IsSuccess":true}"#).unwrap();
         assert!(check_is_success(&ok, "A", 200).is_ok());
-        let no: Value =
-            serde_json::from_str(r#"{"IsSuccess":false,"Code":"INSTANCE_NOT_EXIST"}"#).unwrap();
+        let no: Value = serde_json::from_str(r#"{"IsSuccess":false,"Code":"INSTANCE_NOT_EXIST"}"#).unwrap();
         let e = check_is_success(&no, "A", 200).unwrap_err();
         assert_eq!(e.code(), "INSTANCE_NOT_EXIST");
         assert!(!e.is_retryable());
         let missing: Value = serde_json::from_str(r#"{}"#).unwrap();
-        assert_eq!(
-            check_is_success(&missing, "A", 200).unwrap_err().code(),
-            "MalformedResponse"
-        );
+        assert_eq!(check_is_success(&missing, "A", 200).unwrap_err().code(), "MalformedResponse");
         let wrong: Value = serde_json::from_str(r#"{"IsSuccess":"true"}"#).unwrap();
         assert!(check_is_success(&wrong, "A", 200).is_err());
     }

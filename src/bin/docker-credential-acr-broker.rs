@@ -4,10 +4,7 @@
 //! it must start in a millisecond or two. The protocol lives in [`acr_broker::helper`].
 
 fn main() -> std::process::ExitCode {
-    let args = std::env::args_os()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let args = std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()).collect();
     let code = acr_broker::helper::run(
         args,
         &mut std::io::stdin().lock(),

@@ -151,7 +151,10 @@ impl Broker {
             Base::ServiceAccount { role, .. } => {
                 let key = ChainKey { base: chain.base.clone(), hops: Arc::from(Vec::new()) };
                 let token = sa.cloned().ok_or_else(|| {
-                    Arc::new(BrokerError::bad_request("service_account_token_missing", "service-account token required"))
+                    Arc::new(BrokerError::bad_request(
+                        "service_account_token_missing",
+                        "service-account token required",
+                    ))
                 })?;
                 let (this, role) = (Arc::clone(self), role.clone());
                 let load = move || {
@@ -159,7 +162,11 @@ impl Broker {
                     async move { this.exchange_service_account_token(&role, token).await }
                 };
                 let young = young_last && chain.hops.is_empty();
-                let got = if young { self.sessions.get_or_load_young(&key, load).await } else { self.sessions.get_or_load(&key, load).await };
+                let got = if young {
+                    self.sessions.get_or_load_young(&key, load).await
+                } else {
+                    self.sessions.get_or_load(&key, load).await
+                };
                 got?.0
             }
         };
@@ -186,7 +193,8 @@ impl Broker {
         let mut req = AssumeRoleRequest {
             role_arn: role.as_str().to_owned(),
             session_name: self.session_name.clone(),
-            duration_seconds: u32::try_from(self.config.cache.session_duration.as_secs()).unwrap_or(CHAINED_MAX_SECONDS),
+            duration_seconds: u32::try_from(self.config.cache.session_duration.as_secs())
+                .unwrap_or(CHAINED_MAX_SECONDS),
             policy: None,
             external_id: None,
         };

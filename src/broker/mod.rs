@@ -200,7 +200,13 @@ impl Broker {
             sessions: ExpiringCache::new("session", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
             instances: ExpiringCache::new("instance", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
             domains: ExpiringCache::new("domain", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
-            credentials: ExpiringCache::new("credential", c.capacity, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
+            credentials: ExpiringCache::new(
+                "credential",
+                c.capacity,
+                c.clone(),
+                Arc::clone(&clock),
+                Arc::clone(&metrics),
+            ),
             working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             session_name: session_name_for_host(),
             client,
@@ -223,8 +229,9 @@ impl Broker {
 
     /// Credentials for one request: the policy decides, the caches answer.
     pub async fn credentials(self: &Arc<Self>, req: &CredentialRequest) -> Result<Answer, Arc<BrokerError>> {
-        let host = RegistryHost::parse(&req.registry)
-            .map_err(|e| Arc::new(BrokerError::bad_request("invalid_registry", format!("registry {:?}: {e}", req.registry))))?;
+        let host = RegistryHost::parse(&req.registry).map_err(|e| {
+            Arc::new(BrokerError::bad_request("invalid_registry", format!("registry {:?}: {e}", req.registry)))
+        })?;
         let annotations = Annotations::from_map(req.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| Arc::new(policy_error(e)))?;
         let plan = crate::policy::plan(&host, annotations.as_ref(), &self.config.defaults, &self.config.aliyun.region)

@@ -48,15 +48,21 @@ const MAX_REALM_BODY: usize = 64 * 1024;
 
 impl Broker {
     /// Fetches the registry bearer token the challenge asks for, with this node's ACR credential.
-    pub async fn registry_token(self: &Arc<Self>, req: &TokenRequest) -> Result<(RegistryBearer, Answer), Arc<BrokerError>> {
+    pub async fn registry_token(
+        self: &Arc<Self>,
+        req: &TokenRequest,
+    ) -> Result<(RegistryBearer, Answer), Arc<BrokerError>> {
         let bad = |code: &'static str, m: String| Arc::new(BrokerError::bad_request(code, m));
-        let challenge = crate::challenge::parse(&req.challenge).map_err(|e| bad("invalid_challenge", format!("challenge: {e}")))?;
+        let challenge =
+            crate::challenge::parse(&req.challenge).map_err(|e| bad("invalid_challenge", format!("challenge: {e}")))?;
         let (realm, service, scopes) = match challenge {
             Challenge::Bearer { realm, service, scopes } => (realm, service, scopes),
             Challenge::Basic { .. } => {
                 return Err(bad(
                     "basic_challenge",
-                    String::from("the registry asks for Basic auth: use the username and password from /v1/credentials"),
+                    String::from(
+                        "the registry asks for Basic auth: use the username and password from /v1/credentials",
+                    ),
                 ))
             }
         };
@@ -71,8 +77,8 @@ impl Broker {
             .await?;
         let cred = &answer.credential;
         let url = realm_url.token_url(service.as_deref(), &scopes, Some(&cred.username));
-        let basic = data_encoding::BASE64
-            .encode(format!("{}:{}", cred.username, cred.password.expose_secret()).as_bytes());
+        let basic =
+            data_encoding::BASE64.encode(format!("{}:{}", cred.username, cred.password.expose_secret()).as_bytes());
         let headers = [("authorization", format!("Basic {basic}"))];
         let action = "RegistryToken";
         let (status, _, body) = self

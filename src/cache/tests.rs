@@ -171,7 +171,10 @@ async fn young_lookup_reloads_an_aged_entry() {
     let c = cache(&clock);
     c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("load");
     clock.advance(Duration::from_secs(300));
-    assert_eq!(c.get_or_load_young(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("young").0.serial, 1);
+    assert_eq!(
+        c.get_or_load_young(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("young").0.serial,
+        1
+    );
     clock.advance(Duration::from_secs(400));
     let (t, o) = c.get_or_load_young(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("reload");
     assert_eq!((t.serial, o), (2, Outcome::Miss));

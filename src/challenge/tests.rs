@@ -16,11 +16,7 @@ fn parse_accepts_registry_and_acr_challenges() {
     let cases = [
         (
             r#"Bearer realm="https://dockerauth.cn-hangzhou.aliyuncs.com/auth",service="registry.aliyuncs.com:cn-hangzhou:26842""#,
-            bearer(
-                HZ_REALM,
-                Some("registry.aliyuncs.com:cn-hangzhou:26842"),
-                &[],
-            ),
+            bearer(HZ_REALM, Some("registry.aliyuncs.com:cn-hangzhou:26842"), &[]),
         ),
         (
             r#"bearer REALM="https://dockerauth.cn-hangzhou.aliyuncs.com/auth" , Service="s", scope="repository:ns/app:pull""#,
@@ -28,47 +24,20 @@ fn parse_accepts_registry_and_acr_challenges() {
         ),
         (
             r#"Bearer realm="https://r/auth",service="s",scope="repository:a:pull repository:b:pull,push",error="insufficient_scope""#,
-            bearer(
-                "https://r/auth",
-                Some("s"),
-                &["repository:a:pull", "repository:b:pull,push"],
-            ),
+            bearer("https://r/auth", Some("s"), &["repository:a:pull", "repository:b:pull,push"]),
         ),
         (
             r#"Bearer realm="https://r/auth",scope="repository:a:pull",scope="registry:catalog:*",scope="repository:a:pull""#,
-            bearer(
-                "https://r/auth",
-                None,
-                &["repository:a:pull", "registry:catalog:*"],
-            ),
+            bearer("https://r/auth", None, &["repository:a:pull", "registry:catalog:*"]),
         ),
-        (
-            r#"Bearer realm=https://r/auth,service=reg"#,
-            bearer("https://r/auth", Some("reg"), &[]),
-        ),
+        (r#"Bearer realm=https://r/auth,service=reg"#, bearer("https://r/auth", Some("reg"), &[])),
         (r#"Bearer realm="a\"b\\c""#, bearer(r#"a"b\c"#, None, &[])),
         (r#"Bearer realm = "x" ,, "#, bearer("x", None, &[])),
-        (
-            r#"Basic realm="x", Bearer realm="https://r/auth""#,
-            bearer("https://r/auth", None, &[]),
-        ),
-        (
-            r#"Negotiate, Bearer realm="https://r/auth""#,
-            bearer("https://r/auth", None, &[]),
-        ),
-        (
-            r#"Basic realm="Registry Realm""#,
-            Challenge::Basic {
-                realm: Some("Registry Realm".into()),
-            },
-        ),
+        (r#"Basic realm="x", Bearer realm="https://r/auth""#, bearer("https://r/auth", None, &[])),
+        (r#"Negotiate, Bearer realm="https://r/auth""#, bearer("https://r/auth", None, &[])),
+        (r#"Basic realm="Registry Realm""#, Challenge::Basic { realm: Some("Registry Realm".into()) }),
         ("Basic", Challenge::Basic { realm: None }),
-        (
-            r#"BASIC realm=x, charset="UTF-8""#,
-            Challenge::Basic {
-                realm: Some("x".into()),
-            },
-        ),
+        (r#"BASIC realm=x, charset="UTF-8""#, Challenge::Basic { realm: Some("x".into()) }),
     ];
     for (value, want) in cases {
         assert_eq!(parse(value), Ok(want), "{value}");
@@ -82,10 +51,7 @@ fn parse_rejects_bad_values_naming_the_problem() {
         ("", "empty"),
         ("   ", "empty"),
         (&long, "longer than"),
-        (
-            r#"Bearer realm="https://r/auth"#,
-            "unterminated quoted string",
-        ),
+        (r#"Bearer realm="https://r/auth"#, "unterminated quoted string"),
         (r#"Bearer realm="x\"#, "unterminated quoted string"),
         ("Bearer realm=\"a\nb\"", "control character"),
         (r#"Bearer realm="x" service="y""#, "expected ','"),
@@ -93,19 +59,13 @@ fn parse_rejects_bad_values_naming_the_problem() {
         (r#"Bearer realm="#, "expected a parameter value"),
         (r#"Bearer realm=,service=x"#, "expected a parameter value"),
         (r#""Bearer" realm=x"#, "expected an auth scheme"),
-        (
-            r#"Bearer; realm=x"#,
-            "expected a space after the auth scheme",
-        ),
+        (r#"Bearer; realm=x"#, "expected a space after the auth scheme"),
         ("Bearer réalm=x", "malformed"),
         (r#"Bearer service="s""#, "no realm"),
         (r#"Bearer realm="""#, "no realm"),
         ("Bearer", "no realm"),
         (r#"Bearer realm="a",realm="b""#, "more than once"),
-        (
-            r#"Bearer realm="a",service="s",Service="t""#,
-            "more than once",
-        ),
+        (r#"Bearer realm="a",service="s",Service="t""#, "more than once"),
         (r#"Digest realm="x", nonce="y""#, "no Bearer or Basic"),
         ("Negotiate", "no Bearer or Basic"),
     ];
@@ -136,79 +96,27 @@ fn realm_allows_dockerauth_hosts() {
 
 #[test]
 fn realm_rejects_other_hosts_schemes_and_shapes() {
-    let extra = vec![
-        "127.0.0.1:5001".to_string(),
-        "Token.Example.com".to_string(),
-        "bad host".to_string(),
-    ];
+    let extra = vec!["127.0.0.1:5001".to_string(), "Token.Example.com".to_string(), "bad host".to_string()];
     let cases: Vec<(&str, &str)> = vec![
-        (
-            "http://dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "only for loopback",
-        ),
-        (
-            "ftp://dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "scheme must be https",
-        ),
-        (
-            "dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "not an absolute URL",
-        ),
-        (
-            "https://user:pw@dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "user info",
-        ),
-        (
-            "https://dockerauth.cn-hangzhou.aliyuncs.com/auth#x",
-            "fragment",
-        ),
-        (
-            "https://dockerauth.cn-hangzhou.aliyuncs.com/a b",
-            "whitespace",
-        ),
-        (
-            "https://dockerauth.cn-hangzhou.aliyuncs.cоm/auth",
-            "non-ASCII",
-        ),
+        ("http://dockerauth.cn-hangzhou.aliyuncs.com/auth", "only for loopback"),
+        ("ftp://dockerauth.cn-hangzhou.aliyuncs.com/auth", "scheme must be https"),
+        ("dockerauth.cn-hangzhou.aliyuncs.com/auth", "not an absolute URL"),
+        ("https://user:pw@dockerauth.cn-hangzhou.aliyuncs.com/auth", "user info"),
+        ("https://dockerauth.cn-hangzhou.aliyuncs.com/auth#x", "fragment"),
+        ("https://dockerauth.cn-hangzhou.aliyuncs.com/a b", "whitespace"),
+        ("https://dockerauth.cn-hangzhou.aliyuncs.cоm/auth", "non-ASCII"),
         ("https:///auth", "empty host"),
         ("https://dockerauth..aliyuncs.com/auth", "empty label"),
-        (
-            "https://dockerauth.cn-hangzhou.aliyuncs.com:8443/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://dockerauth.cn-hangzhou.aliyuncs.com.evil.com/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://evil.com/dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "not allow-listed",
-        ),
+        ("https://dockerauth.cn-hangzhou.aliyuncs.com:8443/auth", "not allow-listed"),
+        ("https://dockerauth.cn-hangzhou.aliyuncs.com.evil.com/auth", "not allow-listed"),
+        ("https://evil.com/dockerauth.cn-hangzhou.aliyuncs.com/auth", "not allow-listed"),
         ("https://dockerauth.aliyuncs.com/auth", "not allow-listed"),
-        (
-            "https://dockerauthx.cn-hangzhou.aliyuncs.com/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://dockerauth-.cn-hangzhou.aliyuncs.com/auth",
-            "invalid character",
-        ),
-        (
-            "https://dockerauth-evil.oss-cn-hangzhou.aliyuncs.com/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://x.dockerauth.cn-hangzhou.aliyuncs.com/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://dockerauth.hangzhou.aliyuncs.com/auth",
-            "not allow-listed",
-        ),
-        (
-            "https://dockerauth.cn-hangzhou.evil.com/auth",
-            "not allow-listed",
-        ),
+        ("https://dockerauthx.cn-hangzhou.aliyuncs.com/auth", "not allow-listed"),
+        ("https://dockerauth-.cn-hangzhou.aliyuncs.com/auth", "invalid character"),
+        ("https://dockerauth-evil.oss-cn-hangzhou.aliyuncs.com/auth", "not allow-listed"),
+        ("https://x.dockerauth.cn-hangzhou.aliyuncs.com/auth", "not allow-listed"),
+        ("https://dockerauth.hangzhou.aliyuncs.com/auth", "not allow-listed"),
+        ("https://dockerauth.cn-hangzhou.evil.com/auth", "not allow-listed"),
         ("https://127.0.0.1:5002/auth", "not allow-listed"),
         ("http://127.0.0.2:5001/auth", "not allow-listed"),
         ("http://token.example.com/auth", "only for loopback"),
@@ -222,11 +130,7 @@ fn realm_rejects_other_hosts_schemes_and_shapes() {
 
 #[test]
 fn realm_allows_configured_hosts_and_loopback_http() {
-    let extra = vec![
-        "127.0.0.1:5001".to_string(),
-        "Token.Example.com".to_string(),
-        "localhost".into(),
-    ];
+    let extra = vec!["127.0.0.1:5001".to_string(), "Token.Example.com".to_string(), "localhost".into()];
     for realm in [
         "http://127.0.0.1:5001/auth",
         "https://token.example.com/auth",
@@ -243,10 +147,7 @@ fn realm_allows_configured_hosts_and_loopback_http() {
 #[test]
 fn token_url_appends_service_scopes_and_account() {
     let url = realm_is_allowed(HZ_REALM, &[]).unwrap();
-    let scopes = vec![
-        "repository:ns/app:pull".to_string(),
-        "repository:ns/b:pull,push".to_string(),
-    ];
+    let scopes = vec!["repository:ns/app:pull".to_string(), "repository:ns/b:pull,push".to_string()];
     assert_eq!(
         url.token_url(Some("registry.aliyuncs.com:cn-hangzhou:26842"), &scopes, Some("user@1")),
         "https://dockerauth.cn-hangzhou.aliyuncs.com/auth?service=registry.aliyuncs.com%3Acn-hangzhou%3A26842\
@@ -254,10 +155,7 @@ fn token_url_appends_service_scopes_and_account() {
     );
     assert_eq!(url.token_url(None, &[], None), HZ_REALM);
     let q = realm_is_allowed("http://127.0.0.1:9/t?x=1", &["127.0.0.1".into()]).unwrap();
-    assert_eq!(
-        q.token_url(Some("s"), &[], None),
-        "http://127.0.0.1:9/t?x=1&service=s"
-    );
+    assert_eq!(q.token_url(Some("s"), &[], None), "http://127.0.0.1:9/t?x=1&service=s");
 }
 
 fn quote(s: &str) -> String {

@@ -45,18 +45,10 @@ impl FakeDaemon {
         let script: Script = Arc::new(script);
         let seen_in = seen.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
             rt.block_on(serve(std_listener, script, seen_in, stopped));
         });
-        FakeDaemon {
-            _dir: dir,
-            socket,
-            seen,
-            stop: Some(stop),
-        }
+        FakeDaemon { _dir: dir, socket, seen, stop: Some(stop) }
     }
 
     /// Starts a daemon that always answers `status` with `body`.
@@ -101,39 +93,23 @@ async fn serve(
         };
         let (script, seen) = (script.clone(), seen.clone());
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (script, seen) = (script.clone(), seen.clone());
-                    async move {
-                        let method = req.method().to_string();
-                        let path = req.uri().path().to_owned();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes())
-                            .unwrap_or_default();
-                        let s = Seen {
-                            method,
-                            path,
-                            body: String::from_utf8_lossy(&body).into_owned(),
-                        };
-                        seen.lock().expect("lock").push(s.clone());
-                        let (status, headers, body) = script(&s);
-                        let mut resp = http::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json");
-                        for (k, v) in headers {
-                            resp = resp.header(k, v);
-                        }
-                        Ok::<_, Infallible>(
-                            resp.body(Full::new(Bytes::from(body))).expect("response"),
-                        )
+            let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (script, seen) = (script.clone(), seen.clone());
+                async move {
+                    let method = req.method().to_string();
+                    let path = req.uri().path().to_owned();
+                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                    let s = Seen { method, path, body: String::from_utf8_lossy(&body).into_owned() };
+                    seen.lock().expect("lock").push(s.clone());
+                    let (status, headers, body) = script(&s);
+                    let mut resp = http::Response::builder().status(status).header("content-type", "application/json");
+                    for (k, v) in headers {
+                        resp = resp.header(k, v);
                     }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                    Ok::<_, Infallible>(resp.body(Full::new(Bytes::from(body))).expect("response"))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }

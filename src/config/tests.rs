@@ -58,7 +58,8 @@ fn plain_http_only_for_loopback_and_metadata() {
 
 #[test]
 fn node_defaults_are_validated_annotations() {
-    let text = "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_instance_ids = [\"cn-beijing:cri-abcdefgh12345678\"]\n\
+    let text =
+        "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_instance_ids = [\"cn-beijing:cri-abcdefgh12345678\"]\n\
                 acr_service_arns = [\"acs:ram::1111111111111111:role/svc\"]\n";
     let c = Config::from_toml(text, "t").expect("valid");
     assert_eq!(c.defaults.instance_ids.len(), 1);
@@ -70,15 +71,18 @@ fn node_defaults_are_validated_annotations() {
 
 #[test]
 fn identity_sources_need_their_fields() {
-    let e = Config::from_toml("[identity]\nsource = \"static\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
+    let e =
+        Config::from_toml("[identity]\nsource = \"static\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
     assert!(e.to_string().contains("access_key_id"), "{e}");
-    let e = Config::from_toml("[identity]\nsource = \"magic\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
+    let e =
+        Config::from_toml("[identity]\nsource = \"magic\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t").expect_err("x");
     assert_eq!(e.issues[0].line, Some(2));
 }
 
 #[test]
 fn secrets_in_config_do_not_reach_debug_output() {
-    let text = "[identity]\nsource = \"static\"\naccess_key_id = \"LTAIexample\"\naccess_key_secret = \"s3cr3t-value-xyz\"\n\
+    let text =
+        "[identity]\nsource = \"static\"\naccess_key_id = \"LTAIexample\"\naccess_key_secret = \"s3cr3t-value-xyz\"\n\
                 [aliyun]\nregion = \"cn-hangzhou\"\n";
     let c = Config::from_toml(text, "t").expect("valid");
     assert!(!format!("{c:?}").contains("s3cr3t-value-xyz"));

@@ -4,13 +4,7 @@ use std::collections::HashSet;
 
 #[test]
 fn region_accepts_real_region_ids() {
-    for ok in [
-        "cn-hangzhou",
-        "ap-southeast-1",
-        "cn-shanghai-finance-1",
-        "us-west-1",
-        "eu-central-1",
-    ] {
+    for ok in ["cn-hangzhou", "ap-southeast-1", "cn-shanghai-finance-1", "us-west-1", "eu-central-1"] {
         assert_eq!(Region::try_from(ok).unwrap().as_str(), ok);
     }
 }
@@ -43,12 +37,7 @@ fn region_rejects_each_bad_form_with_a_reason() {
 
 #[test]
 fn instance_id_accepts_observed_ids() {
-    for ok in [
-        "cri-zqa23z26a593tw3d",
-        "cri-r0xfyoxudmtseqq7",
-        "cri-12345678",
-        &format!("cri-{}", "a".repeat(32)),
-    ] {
+    for ok in ["cri-zqa23z26a593tw3d", "cri-r0xfyoxudmtseqq7", "cri-12345678", &format!("cri-{}", "a".repeat(32))] {
         assert_eq!(InstanceId::try_from(ok).unwrap().to_string(), ok);
     }
 }
@@ -87,10 +76,7 @@ fn role_arn_parses_account_and_name() {
     assert_eq!(arn.as_str(), "acs:ram::1609982529123456:role/Role-Assume");
     assert_eq!(arn.account().as_str(), "1609982529123456");
     assert_eq!(arn.role_name(), "Role-Assume");
-    assert_eq!(
-        arn.canonical(),
-        "acs:ram::1609982529123456:role/role-assume"
-    );
+    assert_eq!(arn.canonical(), "acs:ram::1609982529123456:role/role-assume");
     assert_eq!(arn.to_string(), arn.as_str());
 }
 
@@ -130,10 +116,7 @@ fn role_arn_rejects_bad_arns() {
         assert!(e.reason.contains(reason), "{bad:?}: {e}");
     }
     let long = format!("acs:ram::1:role/{}", "r".repeat(65));
-    assert!(RoleArn::try_from(long.as_str())
-        .unwrap_err()
-        .reason
-        .contains("64"));
+    assert!(RoleArn::try_from(long.as_str()).unwrap_err().reason.contains("64"));
     assert!(RoleArn::try_from(format!("acs:ram::1:role/{}", "r".repeat(64))).is_ok());
     assert!(RoleArn::try_from("acs:ram::1:role/a.b_c@d-e").is_ok());
 }
@@ -147,19 +130,12 @@ fn id_error_shortens_long_values() {
 
 #[test]
 fn oidc_provider_arn_parses() {
-    let arn =
-        OidcProviderArn::try_from("acs:ram::1609982529123456:oidc-provider/ack-rrsa-c123").unwrap();
+    let arn = OidcProviderArn::try_from("acs:ram::1609982529123456:oidc-provider/ack-rrsa-c123").unwrap();
     assert_eq!(arn.account().as_str(), "1609982529123456");
-    assert_eq!(
-        arn.to_string(),
-        "acs:ram::1609982529123456:oidc-provider/ack-rrsa-c123"
-    );
-    for bad in [
-        "acs:ram::1:role/x",
-        "acs:ram::1:oidc-provider/",
-        "acs:ram::1:oidc-provider/a b",
-        "acs:ram::x:oidc-provider/a",
-    ] {
+    assert_eq!(arn.to_string(), "acs:ram::1609982529123456:oidc-provider/ack-rrsa-c123");
+    for bad in
+        ["acs:ram::1:role/x", "acs:ram::1:oidc-provider/", "acs:ram::1:oidc-provider/a b", "acs:ram::x:oidc-provider/a"]
+    {
         assert!(OidcProviderArn::try_from(bad).is_err(), "{bad:?}");
     }
 }
@@ -196,10 +172,7 @@ fn instance_ref_rejects_bad_refs() {
 #[test]
 fn ids_serialize_as_strings_and_deserialize_with_validation() {
     let arn = RoleArn::try_from("acs:ram::1:role/Acr").unwrap();
-    assert_eq!(
-        serde_json::to_string(&arn).unwrap(),
-        "\"acs:ram::1:role/Acr\""
-    );
+    assert_eq!(serde_json::to_string(&arn).unwrap(), "\"acs:ram::1:role/Acr\"");
     let back: RoleArn = serde_json::from_str("\"acs:ram::1:role/Acr\"").unwrap();
     assert_eq!(back.as_str(), "acs:ram::1:role/Acr");
     let r: Region = serde_json::from_str("\"cn-hangzhou\"").unwrap();
@@ -207,10 +180,7 @@ fn ids_serialize_as_strings_and_deserialize_with_validation() {
     let e = serde_json::from_str::<Region>("\"CN\"").unwrap_err();
     assert!(e.to_string().contains("invalid region"), "{e}");
     let i: InstanceRef = serde_json::from_str("\"cn-beijing:cri-12345678\"").unwrap();
-    assert_eq!(
-        serde_json::to_string(&i).unwrap(),
-        "\"cn-beijing:cri-12345678\""
-    );
+    assert_eq!(serde_json::to_string(&i).unwrap(), "\"cn-beijing:cri-12345678\"");
 }
 
 fn region_strategy() -> impl Strategy<Value = String> {

@@ -21,9 +21,7 @@ fn iref(s: &str) -> InstanceRef {
     InstanceRef::try_from(s).unwrap()
 }
 fn ann(pairs: &[(&str, &str)]) -> Annotations {
-    Annotations::from_map(pairs.iter().copied())
-        .unwrap()
-        .unwrap()
+    Annotations::from_map(pairs.iter().copied()).unwrap().unwrap()
 }
 fn chain(arns: &[&str]) -> RoleChain {
     RoleChain(arns.iter().map(|a| arn(a)).collect())
@@ -34,11 +32,7 @@ fn node() -> Region {
 
 #[test]
 fn from_map_is_none_without_the_three_keys() {
-    let map = [
-        ("app", "x"),
-        ("k8s.aliyun.com/eci-use-specs", "a,b"),
-        ("K8S.ALIYUN.COM/ACR-USER-ARNS", "x"),
-    ];
+    let map = [("app", "x"), ("k8s.aliyun.com/eci-use-specs", "a,b"), ("K8S.ALIYUN.COM/ACR-USER-ARNS", "x")];
     assert_eq!(Annotations::from_map(map), Ok(None));
     assert_eq!(Annotations::from_map(std::iter::empty()), Ok(None));
 }
@@ -46,27 +40,18 @@ fn from_map_is_none_without_the_three_keys() {
 #[test]
 fn from_map_trims_items_and_dedupes_in_order() {
     let a = ann(&[
-        (
-            INSTANCE_IDS_KEY,
-            &format!(" {CRI2} , cn-beijing:{CRI},{CRI2}"),
-        ),
+        (INSTANCE_IDS_KEY, &format!(" {CRI2} , cn-beijing:{CRI},{CRI2}")),
         (
             SERVICE_ARNS_KEY,
             &format!(
                 "{SVC_B},{SVC_A}, {}",
-                SVC_B
-                    .to_uppercase()
-                    .replace("ACS:RAM::", "acs:ram::")
-                    .replace(":ROLE/", ":role/")
+                SVC_B.to_uppercase().replace("ACS:RAM::", "acs:ram::").replace(":ROLE/", ":role/")
             ),
         ),
         (USER_ARNS_KEY, USER_X),
         ("other", ""),
     ]);
-    assert_eq!(
-        a.instance_ids,
-        vec![iref(CRI2), iref(&format!("cn-beijing:{CRI}"))]
-    );
+    assert_eq!(a.instance_ids, vec![iref(CRI2), iref(&format!("cn-beijing:{CRI}"))]);
     assert_eq!(a.service_arns, vec![arn(SVC_B), arn(SVC_A)]);
     assert_eq!(a.user_arns, vec![arn(USER_X)]);
     assert!(!a.is_empty());
@@ -78,44 +63,23 @@ fn from_map_rejects_bad_values_naming_key_and_value() {
     let many = vec![SVC_A; 17].join(",");
     let huge = format!("{SVC_A},{}", "x".repeat(4100));
     let cases: Vec<(&str, String, &str)> = vec![
-        (
-            SERVICE_ARNS_KEY,
-            format!("{SVC_A},,{SVC_B}"),
-            "item 2 is empty",
-        ),
+        (SERVICE_ARNS_KEY, format!("{SVC_A},,{SVC_B}"), "item 2 is empty"),
         (SERVICE_ARNS_KEY, format!("{SVC_A},"), "item 2 is empty"),
         (SERVICE_ARNS_KEY, format!(",{SVC_A}"), "item 1 is empty"),
         (SERVICE_ARNS_KEY, "".into(), "empty value"),
         (SERVICE_ARNS_KEY, "  ".into(), "empty value"),
         (SERVICE_ARNS_KEY, many, "more than 16"),
         (SERVICE_ARNS_KEY, huge, "longer than 4096"),
-        (
-            SERVICE_ARNS_KEY,
-            "acs:ram::1609982529******:role/role-assume".into(),
-            "account id",
-        ),
+        (SERVICE_ARNS_KEY, "acs:ram::1609982529******:role/role-assume".into(), "account id"),
         (USER_ARNS_KEY, "role-acr".into(), "role ARN"),
-        (
-            USER_ARNS_KEY,
-            format!("{USER_X};{USER_Y}"),
-            "role name may contain only",
-        ),
-        (
-            INSTANCE_IDS_KEY,
-            "cri-j36zhodptmyq****".into(),
-            "instance id",
-        ),
+        (USER_ARNS_KEY, format!("{USER_X};{USER_Y}"), "role name may contain only"),
+        (INSTANCE_IDS_KEY, "cri-j36zhodptmyq****".into(), "instance id"),
         (INSTANCE_IDS_KEY, format!("beijing:{CRI}"), "region"),
         (INSTANCE_IDS_KEY, format!("{CRI} {CRI2}"), "instance id"),
     ];
     for (key, value, reason) in cases {
         let err = Annotations::from_map([(key, value.as_str())]).unwrap_err();
-        let PolicyError::InvalidAnnotation {
-            key: k,
-            reason: r,
-            value: v,
-        } = &err
-        else {
+        let PolicyError::InvalidAnnotation { key: k, reason: r, value: v } = &err else {
             panic!("{key}={value:?}: {err:?}");
         };
         assert_eq!(*k, key);
@@ -138,8 +102,7 @@ fn from_map_accepts_exactly_sixteen_items() {
 
 #[test]
 fn from_map_rejects_a_key_given_twice() {
-    let err =
-        Annotations::from_map([(SERVICE_ARNS_KEY, SVC_A), (SERVICE_ARNS_KEY, SVC_B)]).unwrap_err();
+    let err = Annotations::from_map([(SERVICE_ARNS_KEY, SVC_A), (SERVICE_ARNS_KEY, SVC_B)]).unwrap_err();
     assert!(err.to_string().contains("more than once"), "{err}");
 }
 
@@ -150,48 +113,22 @@ fn plan_follows_the_policy_table() {
     let ee_vpc = "demo-registry-vpc.cn-shanghai.cr.aliyuncs.com";
     let personal = "registry-intl.ap-southeast-1.aliyuncs.com";
     let custom = "test-registry.example.com";
-    let ee_target = || Target::Enterprise {
-        region: region("cn-shanghai"),
-        instance: InstanceSelector::ByName("demo".into()),
-    };
+    let ee_target =
+        || Target::Enterprise { region: region("cn-shanghai"), instance: InstanceSelector::ByName("demo".into()) };
     let custom_target = |c: Vec<&str>| Target::Enterprise {
         region: c.first().map(|s| iref(s).region.unwrap()).unwrap(),
-        instance: InstanceSelector::CustomDomain {
-            candidates: c.iter().map(|s| iref(s)).collect(),
-        },
+        instance: InstanceSelector::CustomDomain { candidates: c.iter().map(|s| iref(s)).collect() },
     };
     let hz = |id: &str| format!("cn-hangzhou:{id}");
-    let personal_target = Target::Personal {
-        region: region("ap-southeast-1"),
-    };
+    let personal_target = Target::Personal { region: region("ap-southeast-1") };
     let both = [(SERVICE_ARNS_KEY, SVC_A), (USER_ARNS_KEY, USER_X)];
     let ids = format!("cn-beijing:{CRI},{CRI2}");
-    type Row<'a> = (
-        &'a str,
-        &'a str,
-        Vec<(&'a str, &'a str)>,
-        Result<(Target, Vec<RoleChain>), &'a str>,
-    );
+    type Row<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Result<(Target, Vec<RoleChain>), &'a str>);
     let rows: Vec<Row> = vec![
         // same account, default domains: node identity by default
-        (
-            "EE default, no annotations",
-            ee_host,
-            vec![],
-            Ok((ee_target(), vec![chain(&[])])),
-        ),
-        (
-            "EE vpc default",
-            ee_vpc,
-            vec![],
-            Ok((ee_target(), vec![chain(&[])])),
-        ),
-        (
-            "Personal, no annotations",
-            personal,
-            vec![],
-            Ok((personal_target.clone(), vec![chain(&[])])),
-        ),
+        ("EE default, no annotations", ee_host, vec![], Ok((ee_target(), vec![chain(&[])]))),
+        ("EE vpc default", ee_vpc, vec![], Ok((ee_target(), vec![chain(&[])]))),
+        ("Personal, no annotations", personal, vec![], Ok((personal_target.clone(), vec![chain(&[])]))),
         // acr-service-arns narrows it
         (
             "EE default, service role",
@@ -213,34 +150,16 @@ fn plan_follows_the_policy_table() {
         ),
         // same account, custom domain: only with instance ids
         ("custom, no ids", custom, vec![], Err("not_acr_registry")),
-        (
-            "custom, service role but no ids",
-            custom,
-            vec![(SERVICE_ARNS_KEY, SVC_A)],
-            Err("not_acr_registry"),
-        ),
-        (
-            "custom, ids",
-            custom,
-            vec![(INSTANCE_IDS_KEY, CRI)],
-            Ok((custom_target(vec![&hz(CRI)]), vec![chain(&[])])),
-        ),
+        ("custom, service role but no ids", custom, vec![(SERVICE_ARNS_KEY, SVC_A)], Err("not_acr_registry")),
+        ("custom, ids", custom, vec![(INSTANCE_IDS_KEY, CRI)], Ok((custom_target(vec![&hz(CRI)]), vec![chain(&[])]))),
         (
             "custom, cross-region ids",
             custom,
             vec![(INSTANCE_IDS_KEY, &ids)],
-            Ok((
-                custom_target(vec![&format!("cn-beijing:{CRI}"), &hz(CRI2)]),
-                vec![chain(&[])],
-            )),
+            Ok((custom_target(vec![&format!("cn-beijing:{CRI}"), &hz(CRI2)]), vec![chain(&[])])),
         ),
         // cross account: service + user roles
-        (
-            "EE cross-account",
-            ee_host,
-            both.to_vec(),
-            Ok((ee_target(), vec![chain(&[SVC_A, USER_X])])),
-        ),
+        ("EE cross-account", ee_host, both.to_vec(), Ok((ee_target(), vec![chain(&[SVC_A, USER_X])]))),
         (
             "Personal cross-account",
             personal,
@@ -253,32 +172,12 @@ fn plan_follows_the_policy_table() {
             vec![both[0], both[1], (INSTANCE_IDS_KEY, CRI)],
             Ok((custom_target(vec![&hz(CRI)]), vec![chain(&[SVC_A, USER_X])])),
         ),
-        (
-            "custom cross-account without ids",
-            custom,
-            both.to_vec(),
-            Err("not_acr_registry"),
-        ),
-        (
-            "user role without service role",
-            ee_host,
-            vec![(USER_ARNS_KEY, USER_X)],
-            Err("user_arn_without_service_arn"),
-        ),
+        ("custom cross-account without ids", custom, both.to_vec(), Err("not_acr_registry")),
+        ("user role without service role", ee_host, vec![(USER_ARNS_KEY, USER_X)], Err("user_arn_without_service_arn")),
         // not ACR
         ("docker hub", "docker.io", vec![], Err("not_acr_registry")),
-        (
-            "look-alike suffix",
-            "x.cr.aliyuncs.com.evil.com",
-            vec![(SERVICE_ARNS_KEY, SVC_A)],
-            Err("not_acr_registry"),
-        ),
-        (
-            "EE host on another port",
-            "demo-registry.cn-shanghai.cr.aliyuncs.com:5000",
-            vec![],
-            Err("not_acr_registry"),
-        ),
+        ("look-alike suffix", "x.cr.aliyuncs.com.evil.com", vec![(SERVICE_ARNS_KEY, SVC_A)], Err("not_acr_registry")),
+        ("EE host on another port", "demo-registry.cn-shanghai.cr.aliyuncs.com:5000", vec![], Err("not_acr_registry")),
     ];
     for (name, h, pairs, want) in rows {
         let request = Annotations::from_map(pairs.iter().copied()).unwrap();
@@ -298,32 +197,12 @@ fn plan_follows_the_policy_table() {
 
 #[test]
 fn plan_pairs_every_service_role_with_every_user_role_service_major() {
-    let a = ann(&[
-        (SERVICE_ARNS_KEY, &format!("{SVC_A},{SVC_B}")),
-        (USER_ARNS_KEY, &format!("{USER_X},{USER_Y}")),
-    ]);
-    let p = plan(
-        &host("registry.cn-hangzhou.aliyuncs.com"),
-        Some(&a),
-        &Annotations::default(),
-        &node(),
-    )
-    .unwrap();
-    let want = vec![
-        chain(&[SVC_A, USER_X]),
-        chain(&[SVC_A, USER_Y]),
-        chain(&[SVC_B, USER_X]),
-        chain(&[SVC_B, USER_Y]),
-    ];
+    let a = ann(&[(SERVICE_ARNS_KEY, &format!("{SVC_A},{SVC_B}")), (USER_ARNS_KEY, &format!("{USER_X},{USER_Y}"))]);
+    let p = plan(&host("registry.cn-hangzhou.aliyuncs.com"), Some(&a), &Annotations::default(), &node()).unwrap();
+    let want = vec![chain(&[SVC_A, USER_X]), chain(&[SVC_A, USER_Y]), chain(&[SVC_B, USER_X]), chain(&[SVC_B, USER_Y])];
     assert_eq!(p.chains, want);
     let a = ann(&[(SERVICE_ARNS_KEY, &format!("{SVC_B},{SVC_A}"))]);
-    let p = plan(
-        &host("registry.cn-hangzhou.aliyuncs.com"),
-        Some(&a),
-        &Annotations::default(),
-        &node(),
-    )
-    .unwrap();
+    let p = plan(&host("registry.cn-hangzhou.aliyuncs.com"), Some(&a), &Annotations::default(), &node()).unwrap();
     assert_eq!(p.chains, vec![chain(&[SVC_B]), chain(&[SVC_A])]);
 }
 
@@ -338,11 +217,7 @@ fn node_defaults_apply_only_to_requests_without_annotations() {
     let p = plan(&ee, Some(&Annotations::default()), &defaults, &node()).unwrap();
     assert_eq!(p.chains, vec![chain(&[SVC_B])], "an empty set carries none");
     let p = plan(&custom, None, &defaults, &node()).unwrap();
-    let Target::Enterprise {
-        instance: InstanceSelector::CustomDomain { candidates },
-        ..
-    } = p.target
-    else {
+    let Target::Enterprise { instance: InstanceSelector::CustomDomain { candidates }, .. } = p.target else {
         panic!("not a custom domain: {:?}", p.target)
     };
     assert_eq!(candidates, vec![iref(&format!("cn-hangzhou:{CRI2}"))]);
@@ -356,9 +231,7 @@ fn node_defaults_apply_only_to_requests_without_annotations() {
         p.target,
         Target::Enterprise {
             region: node(),
-            instance: InstanceSelector::CustomDomain {
-                candidates: vec![iref(&format!("cn-hangzhou:{CRI}"))]
-            }
+            instance: InstanceSelector::CustomDomain { candidates: vec![iref(&format!("cn-hangzhou:{CRI}"))] }
         }
     );
     let only_service = ann(&[(SERVICE_ARNS_KEY, SVC_A)]);
@@ -370,27 +243,12 @@ fn node_defaults_apply_only_to_requests_without_annotations() {
 
 #[test]
 fn custom_domain_candidates_are_deduplicated_after_defaulting_the_region() {
-    let a = ann(&[(
-        INSTANCE_IDS_KEY,
-        &format!("{CRI},cn-hangzhou:{CRI},cn-beijing:{CRI}"),
-    )]);
-    let p = plan(
-        &host("r.example.com"),
-        Some(&a),
-        &Annotations::default(),
-        &node(),
-    )
-    .unwrap();
-    let want = vec![
-        iref(&format!("cn-hangzhou:{CRI}")),
-        iref(&format!("cn-beijing:{CRI}")),
-    ];
+    let a = ann(&[(INSTANCE_IDS_KEY, &format!("{CRI},cn-hangzhou:{CRI},cn-beijing:{CRI}"))]);
+    let p = plan(&host("r.example.com"), Some(&a), &Annotations::default(), &node()).unwrap();
+    let want = vec![iref(&format!("cn-hangzhou:{CRI}")), iref(&format!("cn-beijing:{CRI}"))];
     assert_eq!(
         p.target,
-        Target::Enterprise {
-            region: node(),
-            instance: InstanceSelector::CustomDomain { candidates: want }
-        }
+        Target::Enterprise { region: node(), instance: InstanceSelector::CustomDomain { candidates: want } }
     );
     assert_eq!(p.target.edition(), "enterprise");
     assert_eq!(p.target.region(), &node());
@@ -399,18 +257,9 @@ fn custom_domain_candidates_are_deduplicated_after_defaulting_the_region() {
 #[test]
 fn user_arn_error_names_the_annotation_and_value() {
     let a = ann(&[(USER_ARNS_KEY, USER_X)]);
-    let err = plan(
-        &host("registry.cn-hangzhou.aliyuncs.com"),
-        Some(&a),
-        &Annotations::default(),
-        &node(),
-    )
-    .unwrap_err();
+    let err = plan(&host("registry.cn-hangzhou.aliyuncs.com"), Some(&a), &Annotations::default(), &node()).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains(USER_ARNS_KEY) && msg.contains(USER_X) && msg.contains(SERVICE_ARNS_KEY),
-        "{msg}"
-    );
+    assert!(msg.contains(USER_ARNS_KEY) && msg.contains(USER_X) && msg.contains(SERVICE_ARNS_KEY), "{msg}");
     assert!(err.is_invalid_input());
 }
 
@@ -418,10 +267,7 @@ fn user_arn_error_names_the_annotation_and_value() {
 fn role_chain_display_reads_as_a_path() {
     assert_eq!(chain(&[]).to_string(), "identity");
     assert!(chain(&[]).is_base_identity());
-    assert_eq!(
-        chain(&[SVC_A, USER_X]).to_string(),
-        format!("identity -> {SVC_A} -> {USER_X}")
-    );
+    assert_eq!(chain(&[SVC_A, USER_X]).to_string(), format!("identity -> {SVC_A} -> {USER_X}"));
 }
 
 proptest! {

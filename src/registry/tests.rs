@@ -6,53 +6,28 @@ fn region(s: &str) -> Region {
 }
 
 fn ee(name: &str, r: &str, vpc: bool) -> RegistryKind {
-    RegistryKind::Enterprise {
-        instance_name: name.into(),
-        region: region(r),
-        vpc,
-    }
+    RegistryKind::Enterprise { instance_name: name.into(), region: region(r), vpc }
 }
 
 fn personal(r: &str, intl: bool, network: PersonalNetwork) -> RegistryKind {
-    RegistryKind::Personal {
-        region: region(r),
-        variant: PersonalVariant { intl, network },
-    }
+    RegistryKind::Personal { region: region(r), variant: PersonalVariant { intl, network } }
 }
 
 #[test]
 fn parse_normalises_scheme_path_case_and_trailing_dot() {
     let cases = [
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
-        (
-            "https://demo-registry.cn-hangzhou.cr.aliyuncs.com/v2/",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
-        (
-            "HTTP://Demo-Registry.CN-Hangzhou.cr.aliyuncs.com/ns/repo",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
-        (
-            "DEMO-REGISTRY.CN-HANGZHOU.CR.ALIYUNCS.COM",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com.",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+        ("https://demo-registry.cn-hangzhou.cr.aliyuncs.com/v2/", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+        ("HTTP://Demo-Registry.CN-Hangzhou.cr.aliyuncs.com/ns/repo", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+        ("DEMO-REGISTRY.CN-HANGZHOU.CR.ALIYUNCS.COM", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com.", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
         ("localhost:5000", "localhost:5000"),
         ("127.0.0.1:65535", "127.0.0.1:65535"),
         ("[::1]:5000", "[::1]:5000"),
         ("[0:0:0:0:0:0:0:1]", "[::1]"),
         ("[FE80::1]:443", "[fe80::1]:443"),
         ("xn--80ak6aa92e.com", "xn--80ak6aa92e.com"),
-        (
-            "evil.com/x-registry.cn-hangzhou.cr.aliyuncs.com",
-            "evil.com",
-        ),
+        ("evil.com/x-registry.cn-hangzhou.cr.aliyuncs.com", "evil.com"),
         ("registry.example.com:443/", "registry.example.com:443"),
         ("a/b://c", "a"),
     ];
@@ -138,73 +113,24 @@ fn host_error_shortens_huge_input() {
 fn kind_recognises_exactly_the_acr_default_domains() {
     use PersonalNetwork::*;
     let cases = [
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-            ee("demo", "cn-hangzhou", false),
-        ),
-        (
-            "demo-registry-vpc.cn-hangzhou.cr.aliyuncs.com",
-            ee("demo", "cn-hangzhou", true),
-        ),
-        (
-            "my-app-2-registry.ap-southeast-1.cr.aliyuncs.com",
-            ee("my-app-2", "ap-southeast-1", false),
-        ),
-        (
-            "x-registry-vpc-registry.cn-beijing.cr.aliyuncs.com",
-            ee("x-registry-vpc", "cn-beijing", false),
-        ),
-        (
-            "demo-registry.cn-shanghai-finance-1.cr.aliyuncs.com",
-            ee("demo", "cn-shanghai-finance-1", false),
-        ),
-        (
-            "https://DEMO-REGISTRY.CN-HANGZHOU.CR.ALIYUNCS.COM/v2/",
-            ee("demo", "cn-hangzhou", false),
-        ),
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com.",
-            ee("demo", "cn-hangzhou", false),
-        ),
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com:443",
-            ee("demo", "cn-hangzhou", false),
-        ),
-        (
-            "registry.cn-hangzhou.aliyuncs.com",
-            personal("cn-hangzhou", false, Public),
-        ),
-        (
-            "registry-vpc.cn-hangzhou.aliyuncs.com",
-            personal("cn-hangzhou", false, Vpc),
-        ),
-        (
-            "registry-internal.cn-hangzhou.aliyuncs.com",
-            personal("cn-hangzhou", false, Internal),
-        ),
-        (
-            "registry-intl.ap-southeast-1.aliyuncs.com",
-            personal("ap-southeast-1", true, Public),
-        ),
-        (
-            "registry-intl-vpc.ap-southeast-1.aliyuncs.com",
-            personal("ap-southeast-1", true, Vpc),
-        ),
-        (
-            "registry-intl-internal.ap-southeast-1.aliyuncs.com",
-            personal("ap-southeast-1", true, Internal),
-        ),
-        (
-            "registry.cn-hangzhou.aliyuncs.com:443",
-            personal("cn-hangzhou", false, Public),
-        ),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com", ee("demo", "cn-hangzhou", false)),
+        ("demo-registry-vpc.cn-hangzhou.cr.aliyuncs.com", ee("demo", "cn-hangzhou", true)),
+        ("my-app-2-registry.ap-southeast-1.cr.aliyuncs.com", ee("my-app-2", "ap-southeast-1", false)),
+        ("x-registry-vpc-registry.cn-beijing.cr.aliyuncs.com", ee("x-registry-vpc", "cn-beijing", false)),
+        ("demo-registry.cn-shanghai-finance-1.cr.aliyuncs.com", ee("demo", "cn-shanghai-finance-1", false)),
+        ("https://DEMO-REGISTRY.CN-HANGZHOU.CR.ALIYUNCS.COM/v2/", ee("demo", "cn-hangzhou", false)),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com.", ee("demo", "cn-hangzhou", false)),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com:443", ee("demo", "cn-hangzhou", false)),
+        ("registry.cn-hangzhou.aliyuncs.com", personal("cn-hangzhou", false, Public)),
+        ("registry-vpc.cn-hangzhou.aliyuncs.com", personal("cn-hangzhou", false, Vpc)),
+        ("registry-internal.cn-hangzhou.aliyuncs.com", personal("cn-hangzhou", false, Internal)),
+        ("registry-intl.ap-southeast-1.aliyuncs.com", personal("ap-southeast-1", true, Public)),
+        ("registry-intl-vpc.ap-southeast-1.aliyuncs.com", personal("ap-southeast-1", true, Vpc)),
+        ("registry-intl-internal.ap-southeast-1.aliyuncs.com", personal("ap-southeast-1", true, Internal)),
+        ("registry.cn-hangzhou.aliyuncs.com:443", personal("cn-hangzhou", false, Public)),
     ];
     for (input, kind) in cases {
-        assert_eq!(
-            RegistryHost::parse(input).unwrap().kind(),
-            kind,
-            "{input:?}"
-        );
+        assert_eq!(RegistryHost::parse(input).unwrap().kind(), kind, "{input:?}");
     }
 }
 
@@ -239,11 +165,7 @@ fn kind_is_custom_for_everything_else() {
         "registry.oss-cn-hangzhou.aliyuncs.com",
         "registry-vpc.oss-cn-hangzhou-internal.aliyuncs.com",
     ] {
-        assert_eq!(
-            RegistryHost::parse(input).unwrap().kind(),
-            RegistryKind::Custom,
-            "{input:?}"
-        );
+        assert_eq!(RegistryHost::parse(input).unwrap().kind(), RegistryKind::Custom, "{input:?}");
     }
 }
 
@@ -260,11 +182,7 @@ fn loopback_detection() {
         ("127.0.0.1.evil.com", false),
         ("[::2]", false),
     ] {
-        assert_eq!(
-            RegistryHost::parse(input).unwrap().is_loopback(),
-            lo,
-            "{input:?}"
-        );
+        assert_eq!(RegistryHost::parse(input).unwrap().is_loopback(), lo, "{input:?}");
     }
 }
 
@@ -278,28 +196,15 @@ fn host_from_image_follows_docker_reference_rules() {
         ("docker.io/library/nginx", "docker.io"),
         ("localhost/app", "localhost"),
         ("localhost:5000/app:1", "localhost:5000"),
-        (
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com/ns/app:1.0",
-            "demo-registry.cn-hangzhou.cr.aliyuncs.com",
-        ),
-        (
-            "registry.example.com:8443/ns/app@sha256:abcd",
-            "registry.example.com:8443",
-        ),
+        ("demo-registry.cn-hangzhou.cr.aliyuncs.com/ns/app:1.0", "demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+        ("registry.example.com:8443/ns/app@sha256:abcd", "registry.example.com:8443"),
         ("[::1]:5000/app", "[::1]:5000"),
         ("MyRegistry/app", "myregistry"),
     ];
     for (image, host) in cases {
         assert_eq!(host_from_image(image).unwrap().as_str(), host, "{image:?}");
     }
-    for bad in [
-        "",
-        "nginx latest",
-        "https://demo.com/app",
-        "user@demo.com/app",
-        "demo..com/app",
-        "a:0/x",
-    ] {
+    for bad in ["", "nginx latest", "https://demo.com/app", "user@demo.com/app", "demo..com/app", "a:0/x"] {
         let e = host_from_image(bad).expect_err(bad);
         assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
     }
@@ -308,10 +213,7 @@ fn host_from_image_follows_docker_reference_rules() {
 #[test]
 fn registry_host_serde_round_trip() {
     let h: RegistryHost = serde_json::from_str("\"Demo.Example.com:5000\"").unwrap();
-    assert_eq!(
-        serde_json::to_string(&h).unwrap(),
-        "\"demo.example.com:5000\""
-    );
+    assert_eq!(serde_json::to_string(&h).unwrap(), "\"demo.example.com:5000\"");
     assert!(serde_json::from_str::<RegistryHost>("\"a b\"").is_err());
 }
 

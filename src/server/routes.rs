@@ -92,7 +92,11 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
     let started = Instant::now();
     let surface = surface_of(&req);
     if !peer.allowed {
-        return error_reply(StatusCode::FORBIDDEN, "peer_not_allowed", "this uid/gid may not use the acr-broker socket");
+        return error_reply(
+            StatusCode::FORBIDDEN,
+            "peer_not_allowed",
+            "this uid/gid may not use the acr-broker socket",
+        );
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
@@ -121,9 +125,17 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
                 (Some(r), _) => r,
                 (None, Some(image)) => match crate::registry::host_from_image(image) {
                     Ok(h) => h.as_str().to_owned(),
-                    Err(e) => return error_reply(StatusCode::BAD_REQUEST, "invalid_image", &format!("image {image:?}: {e}")),
+                    Err(e) => {
+                        return error_reply(StatusCode::BAD_REQUEST, "invalid_image", &format!("image {image:?}: {e}"))
+                    }
                 },
-                (None, None) => return error_reply(StatusCode::BAD_REQUEST, "missing_registry", "body needs \"registry\" or \"image\""),
+                (None, None) => {
+                    return error_reply(
+                        StatusCode::BAD_REQUEST,
+                        "missing_registry",
+                        "body needs \"registry\" or \"image\"",
+                    )
+                }
             };
             let mut annotations = body.annotations;
             if body.service_account_token.is_some() {
@@ -146,7 +158,8 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let treq = TokenRequest { registry: body.registry, challenge: body.challenge, annotations: body.annotations };
+            let treq =
+                TokenRequest { registry: body.registry, challenge: body.challenge, annotations: body.annotations };
             let result = state.broker.registry_token(&treq).await;
             let (outcome, r) = match result {
                 Ok((bearer, answer)) => {
@@ -172,7 +185,11 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
                 Err(r) => return r,
             };
             if body.images.len() > MAX_PREFETCH {
-                return error_reply(StatusCode::BAD_REQUEST, "too_many_images", &format!("at most {MAX_PREFETCH} images per call"));
+                return error_reply(
+                    StatusCode::BAD_REQUEST,
+                    "too_many_images",
+                    &format!("at most {MAX_PREFETCH} images per call"),
+                );
             }
             let results = state.broker.prefetch(&body.images).await;
             let items: Vec<_> = results
@@ -180,20 +197,32 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
                 .map(|(image, r)| match r {
                     Ok(a) => json!({"image": image, "ok": true, "registry": a.registry,
                         "expires_at": crate::clock::rfc3339(a.credential.expires_at)}),
-                    Err(e) => json!({"image": image, "ok": false, "error": {"code": e.code(), "message": e.to_string()}}),
+                    Err(e) => {
+                        json!({"image": image, "ok": false, "error": {"code": e.code(), "message": e.to_string()}})
+                    }
                 })
                 .collect();
             state.broker.metrics().observe_request("prefetch", "ok", started.elapsed());
             reply(StatusCode::OK, json!({"results": items}))
         }
-        (_, _, "/healthz" | "/readyz" | "/metrics" | "/v1/credentials" | "/v1/token" | "/v1/prefetch") => {
-            error_reply(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", &format!("{method} is not allowed on {path}"))
+        (_, _, "/healthz" | "/readyz" | "/metrics" | "/v1/credentials" | "/v1/token" | "/v1/prefetch") => error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            &format!("{method} is not allowed on {path}"),
+        ),
+        _ => {
+            error_reply(StatusCode::NOT_FOUND, "unknown_route", &format!("no route {method} {}", truncate(&path, 128)))
         }
-        _ => error_reply(StatusCode::NOT_FOUND, "unknown_route", &format!("no route {method} {}", truncate(&path, 128))),
     }
 }
 
-async fn serve_credentials(state: &Arc<State>, req: &CredentialRequest, surface: &'static str, peer: Peer, started: Instant) -> Reply {
+async fn serve_credentials(
+    state: &Arc<State>,
+    req: &CredentialRequest,
+    surface: &'static str,
+    peer: Peer,
+    started: Instant,
+) -> Reply {
     let result = state.broker.credentials(req).await;
     let (outcome, r) = match result {
         Ok(answer) => {
@@ -230,12 +259,17 @@ fn audit(answer: &Answer, peer: Peer, surface: &str) {
         expires_at = %crate::clock::rfc3339(c.expires_at), "credential served");
 }
 
+/// Which client sent the request, from its `User-Agent` (the shims name themselves).
 fn surface_of<B>(req: &Request<B>) -> &'static str {
-    match req.headers().get("x-acr-broker-client").and_then(|v| v.to_str().ok()) {
-        Some("helper") => "helper",
-        Some("kubelet") => "kubelet",
-        Some("cli") => "cli",
-        _ => "api",
+    let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if agent.starts_with("docker-credential-acr-broker") {
+        "helper"
+    } else if agent.starts_with("acr-broker-kubelet") {
+        "kubelet"
+    } else if agent.starts_with("acr-broker-cli") {
+        "cli"
+    } else {
+        "api"
     }
 }
 
@@ -249,13 +283,14 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Inc
             "send the body as Content-Type: application/json",
         ));
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let too_large = || {
-        error_reply(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"))
+        error_reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )
     };
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
@@ -263,7 +298,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Inc
     let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => return Err(error_reply(StatusCode::BAD_REQUEST, "body_read_failed", &format!("reading the body: {e}"))),
+        Err(e) => {
+            return Err(error_reply(StatusCode::BAD_REQUEST, "body_read_failed", &format!("reading the body: {e}")))
+        }
     };
     serde_json::from_slice(&bytes)
         .map_err(|e| error_reply(StatusCode::BAD_REQUEST, "invalid_json", &format!("request body: {e}")))
@@ -291,7 +328,10 @@ mod tests {
     #[test]
     fn registry_path_segments_decode() {
         assert_eq!(percent_decode("127.0.0.1%3A5000"), "127.0.0.1:5000");
-        assert_eq!(percent_decode("demo-registry.cn-hangzhou.cr.aliyuncs.com"), "demo-registry.cn-hangzhou.cr.aliyuncs.com");
+        assert_eq!(
+            percent_decode("demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+            "demo-registry.cn-hangzhou.cr.aliyuncs.com"
+        );
         assert_eq!(percent_decode("a+b"), "a+b");
     }
 
@@ -299,9 +339,18 @@ mod tests {
     fn statuses_follow_the_contract() {
         use std::time::Duration;
         assert_eq!(error_status(&BrokerError::NotOurs { host: "x".into(), reason: None }), StatusCode::NOT_FOUND);
-        let denied = BrokerError::Denied { action: "GetAuthorizationToken", code: "NoPermission".into(), message: String::new() };
+        let denied = BrokerError::Denied {
+            action: "GetAuthorizationToken",
+            code: "NoPermission".into(),
+            message: String::new(),
+        };
         assert_eq!(error_status(&denied), StatusCode::FORBIDDEN);
-        let busy = BrokerError::Unavailable { action: "AssumeRole", code: "Throttling.Api".into(), message: String::new(), retry_after: Duration::from_millis(1500) };
+        let busy = BrokerError::Unavailable {
+            action: "AssumeRole",
+            code: "Throttling.Api".into(),
+            message: String::new(),
+            retry_after: Duration::from_millis(1500),
+        };
         let r = broker_error_reply(&busy);
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("2"));

@@ -18,8 +18,7 @@ fn recv_text(sock: &UnixDatagram) -> String {
 fn bound_datagram(dir: &tempfile::TempDir) -> (UnixDatagram, std::path::PathBuf) {
     let path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     (sock, path)
 }
 
@@ -27,18 +26,9 @@ fn bound_datagram(dir: &tempfile::TempDir) -> (UnixDatagram, std::path::PathBuf)
 fn notify_sends_one_datagram_with_all_states() {
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = bound_datagram(&dir);
-    notify_to(
-        path.as_os_str(),
-        &[
-            Notify::Ready,
-            Notify::Status("serving on /run/acr-broker/broker.sock".into()),
-        ],
-    )
-    .unwrap();
-    assert_eq!(
-        recv_text(&sock),
-        "READY=1\nSTATUS=serving on /run/acr-broker/broker.sock\n"
-    );
+    notify_to(path.as_os_str(), &[Notify::Ready, Notify::Status("serving on /run/acr-broker/broker.sock".into())])
+        .unwrap();
+    assert_eq!(recv_text(&sock), "READY=1\nSTATUS=serving on /run/acr-broker/broker.sock\n");
 }
 
 #[test]
@@ -55,11 +45,7 @@ fn notify_stopping_and_watchdog_lines() {
 fn notify_status_is_forced_onto_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = bound_datagram(&dir);
-    notify_to(
-        path.as_os_str(),
-        &[Notify::Status("line one\nREADY=1\r\tx".into())],
-    )
-    .unwrap();
+    notify_to(path.as_os_str(), &[Notify::Status("line one\nREADY=1\r\tx".into())]).unwrap();
     // An embedded newline must not smuggle a second key (READY=1) into the datagram.
     assert_eq!(recv_text(&sock), "STATUS=line one READY=1  x\n");
 }
@@ -67,11 +53,7 @@ fn notify_status_is_forced_onto_one_line() {
 #[test]
 fn notify_to_abstract_socket() {
     use std::os::linux::net::SocketAddrExt;
-    let name = format!(
-        "acr-broker-test-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    );
+    let name = format!("acr-broker-test-{}-{}", std::process::id(), rand::random::<u64>());
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let sock = UnixDatagram::bind_addr(&addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -106,18 +88,12 @@ fn watchdog_interval_is_half_of_usec() {
 
 #[test]
 fn watchdog_interval_honours_matching_pid() {
-    assert_eq!(
-        watchdog_interval_from(Some("1000"), Some("42"), 42).unwrap(),
-        Some(Duration::from_micros(500))
-    );
+    assert_eq!(watchdog_interval_from(Some("1000"), Some("42"), 42).unwrap(), Some(Duration::from_micros(500)));
 }
 
 #[test]
 fn watchdog_interval_off_for_other_pid_or_unset() {
-    assert_eq!(
-        watchdog_interval_from(Some("30000000"), Some("7"), 42).unwrap(),
-        None
-    );
+    assert_eq!(watchdog_interval_from(Some("30000000"), Some("7"), 42).unwrap(), None);
     assert_eq!(watchdog_interval_from(None, Some("42"), 42).unwrap(), None);
     assert_eq!(watchdog_interval_from(None, None, 42).unwrap(), None);
 }
@@ -125,10 +101,7 @@ fn watchdog_interval_off_for_other_pid_or_unset() {
 #[test]
 fn watchdog_interval_rejects_garbage_naming_the_variable() {
     let err = watchdog_interval_from(Some("30s"), None, 42).unwrap_err();
-    assert!(
-        err.to_string().starts_with("WATCHDOG_USEC=\"30s\""),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("WATCHDOG_USEC=\"30s\""), "{err}");
     let err = watchdog_interval_from(Some("0"), None, 42).unwrap_err();
     assert!(err.to_string().contains("greater than 0"), "{err}");
     let err = watchdog_interval_from(Some("1000"), Some("me"), 42).unwrap_err();
@@ -138,12 +111,8 @@ fn watchdog_interval_rejects_garbage_naming_the_variable() {
 #[test]
 fn listen_env_unset_or_for_other_pid_is_empty() {
     assert!(parse_listen_env(None, None, None, 42).unwrap().is_empty());
-    assert!(parse_listen_env(None, Some("1"), None, 42)
-        .unwrap()
-        .is_empty());
-    assert!(parse_listen_env(Some("7"), Some("1"), Some("api"), 42)
-        .unwrap()
-        .is_empty());
+    assert!(parse_listen_env(None, Some("1"), None, 42).unwrap().is_empty());
+    assert!(parse_listen_env(Some("7"), Some("1"), Some("api"), 42).unwrap().is_empty());
 }
 
 #[test]
@@ -156,9 +125,7 @@ fn listen_env_names_fds_from_three() {
 fn listen_env_without_names_uses_unknown() {
     let got = parse_listen_env(Some("42"), Some("1"), None, 42).unwrap();
     assert_eq!(got, vec![(3, "unknown".to_owned())]);
-    assert!(parse_listen_env(Some("42"), Some("0"), Some(""), 42)
-        .unwrap()
-        .is_empty());
+    assert!(parse_listen_env(Some("42"), Some("0"), Some(""), 42).unwrap().is_empty());
 }
 
 #[test]
@@ -191,9 +158,7 @@ fn adopt_unix_listener_keeps_it_usable() {
     let (mut server, _) = loop {
         match listener.accept() {
             Ok(conn) => break conn,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(5)),
             Err(err) => panic!("accept: {err}"),
         }
     };
@@ -241,11 +206,7 @@ fn adopted_listener_is_cloexec_and_nonblocking() {
     let Listener::Tcp(listener) = &got.listener else {
         panic!("expected tcp");
     };
-    assert_ne!(
-        listener.as_raw_fd(),
-        raw,
-        "listener must live on the CLOEXEC dup"
-    );
+    assert_ne!(listener.as_raw_fd(), raw, "listener must live on the CLOEXEC dup");
     let flags = fd_flags(listener.as_raw_fd());
     assert_ne!(flags & O_CLOEXEC, 0, "flags {flags:o}");
     assert_ne!(flags & O_NONBLOCK, 0, "flags {flags:o}");
@@ -258,26 +219,19 @@ fn adopt_rejects_a_non_socket_fd() {
     let raw = file.into_raw_fd();
     // SAFETY: `raw` came from into_raw_fd just above; this test owns it.
     let err = unsafe { adopt_listen_fd(raw, "api".into()) }.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("neither an AF_UNIX nor an AF_INET"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("neither an AF_UNIX nor an AF_INET"), "{err}");
 }
 
 #[tokio::test]
 async fn watchdog_pings_while_healthy_and_stops_when_not() {
     let dir = tempfile::tempdir().unwrap();
     let (sock, path) = bound_datagram(&dir);
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
-    let task = tokio::spawn(watchdog_loop(
-        path.into_os_string(),
-        Duration::from_millis(20),
-        move || flag.load(Ordering::SeqCst),
-    ));
+    let task = tokio::spawn(watchdog_loop(path.into_os_string(), Duration::from_millis(20), move || {
+        flag.load(Ordering::SeqCst)
+    }));
     let sock = tokio::task::spawn_blocking(move || {
         assert_eq!(recv_text(&sock), "WATCHDOG=1\n");
         assert_eq!(recv_text(&sock), "WATCHDOG=1\n");
@@ -294,13 +248,9 @@ async fn watchdog_pings_while_healthy_and_stops_when_not() {
         let mut buf = [0u8; 64];
         while sock.recv(&mut buf).is_ok() {}
         sock.set_nonblocking(false).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(150)))
-            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(150))).unwrap();
         let silent = sock.recv(&mut buf).unwrap_err();
-        assert!(matches!(
-            silent.kind(),
-            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-        ));
+        assert!(matches!(silent.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut));
         sock
     })
     .await
@@ -308,9 +258,7 @@ async fn watchdog_pings_while_healthy_and_stops_when_not() {
 
     healthy.store(true, Ordering::SeqCst);
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let resumed = tokio::task::spawn_blocking(move || recv_text(&sock))
-        .await
-        .unwrap();
+    let resumed = tokio::task::spawn_blocking(move || recv_text(&sock)).await.unwrap();
     assert_eq!(resumed, "WATCHDOG=1\n");
     task.abort();
 }

@@ -12,16 +12,10 @@ use serde_yaml::Value;
 pub fn validate(doc: &Value) -> Vec<String> {
     let mut errs = Vec::new();
     if doc["apiVersion"].as_str() != Some("kubelet.config.k8s.io/v1") {
-        errs.push(format!(
-            "apiVersion: want kubelet.config.k8s.io/v1, got {:?}",
-            doc["apiVersion"]
-        ));
+        errs.push(format!("apiVersion: want kubelet.config.k8s.io/v1, got {:?}", doc["apiVersion"]));
     }
     if doc["kind"].as_str() != Some("CredentialProviderConfig") {
-        errs.push(format!(
-            "kind: want CredentialProviderConfig, got {:?}",
-            doc["kind"]
-        ));
+        errs.push(format!("kind: want CredentialProviderConfig, got {:?}", doc["kind"]));
     }
     let Some(providers) = doc["providers"].as_sequence().filter(|p| !p.is_empty()) else {
         errs.push("providers: at least one provider is required".into());
@@ -34,9 +28,7 @@ pub fn validate(doc: &Value) -> Vec<String> {
             None | Some("") => errs.push(format!("{at}.name: required")),
             Some(name) => {
                 if name.contains(['/', ' ', '.']) {
-                    errs.push(format!(
-                        "{at}.name: {name:?} must not contain '/', ' ' or '.'"
-                    ));
+                    errs.push(format!("{at}.name: {name:?} must not contain '/', ' ' or '.'"));
                 }
                 if names.contains(&name) {
                     errs.push(format!("{at}.name: duplicate provider name {name:?}"));
@@ -46,36 +38,25 @@ pub fn validate(doc: &Value) -> Vec<String> {
         }
         validate_match_images(&p["matchImages"], &at, &mut errs);
         match p["defaultCacheDuration"].as_str() {
-            None => errs.push(format!(
-                "{at}.defaultCacheDuration: required (a Go duration)"
-            )),
+            None => errs.push(format!("{at}.defaultCacheDuration: required (a Go duration)")),
             Some(d) => match parse_go_duration(d) {
-                Ok(nanos) if nanos < 0 => {
-                    errs.push(format!("{at}.defaultCacheDuration: {d:?} must be >= 0"))
-                }
+                Ok(nanos) if nanos < 0 => errs.push(format!("{at}.defaultCacheDuration: {d:?} must be >= 0")),
                 Ok(_) => {}
                 Err(e) => errs.push(format!("{at}.defaultCacheDuration: {e}")),
             },
         }
         if p["apiVersion"].as_str() != Some("credentialprovider.kubelet.k8s.io/v1") {
-            errs.push(format!(
-                "{at}.apiVersion: want credentialprovider.kubelet.k8s.io/v1, got {:?}",
-                p["apiVersion"]
-            ));
+            errs.push(format!("{at}.apiVersion: want credentialprovider.kubelet.k8s.io/v1, got {:?}", p["apiVersion"]));
         }
         if !p["args"].is_null() && !is_string_list(&p["args"]) {
             errs.push(format!("{at}.args: must be a list of strings"));
         }
         if let Some(env) = p.get("env") {
             let ok = env.as_sequence().is_some_and(|list| {
-                list.iter().all(|e| {
-                    e["name"].as_str().is_some_and(|n| !n.is_empty()) && e["value"].is_string()
-                })
+                list.iter().all(|e| e["name"].as_str().is_some_and(|n| !n.is_empty()) && e["value"].is_string())
             });
             if !ok {
-                errs.push(format!(
-                    "{at}.env: each entry needs a non-empty name and a string value"
-                ));
+                errs.push(format!("{at}.env: each entry needs a non-empty name and a string value"));
             }
         }
         if let Some(attrs) = p.get("tokenAttributes") {
@@ -86,8 +67,7 @@ pub fn validate(doc: &Value) -> Vec<String> {
 }
 
 fn is_string_list(v: &Value) -> bool {
-    v.as_sequence()
-        .is_some_and(|s| s.iter().all(Value::is_string))
+    v.as_sequence().is_some_and(|s| s.iter().all(Value::is_string))
 }
 
 fn validate_match_images(v: &Value, at: &str, errs: &mut Vec<String>) {
@@ -130,9 +110,7 @@ pub fn check_schemeless_url(s: &str) -> Result<(), String> {
             return Err(format!("invalid port {port:?}"));
         }
     }
-    let bad = authority
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(*c)));
+    let bad = authority.chars().find(|c| !(c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:[]%".contains(*c)));
     match bad {
         Some(c) => Err(format!("invalid character {c:?} in host")),
         None => Ok(()),
@@ -140,35 +118,24 @@ pub fn check_schemeless_url(s: &str) -> Result<(), String> {
 }
 
 fn validate_token_attributes(a: &Value, at: &str, errs: &mut Vec<String>) {
-    if !a["serviceAccountTokenAudience"]
-        .as_str()
-        .is_some_and(|s| !s.is_empty())
-    {
+    if a["serviceAccountTokenAudience"].as_str().is_none_or(str::is_empty) {
         errs.push(format!("{at}.serviceAccountTokenAudience: required"));
     }
     match a["cacheType"].as_str() {
         Some("Token" | "ServiceAccount") => {}
-        other => errs.push(format!(
-            "{at}.cacheType: want Token or ServiceAccount, got {other:?}"
-        )),
+        other => errs.push(format!("{at}.cacheType: want Token or ServiceAccount, got {other:?}")),
     }
     let require = a["requireServiceAccount"].as_bool();
     if require.is_none() {
-        errs.push(format!(
-            "{at}.requireServiceAccount: required (true or false)"
-        ));
+        errs.push(format!("{at}.requireServiceAccount: required (true or false)"));
     }
     let required = annotation_keys(a, "requiredServiceAccountAnnotationKeys", at, errs);
     let optional = annotation_keys(a, "optionalServiceAccountAnnotationKeys", at, errs);
     if !required.is_empty() && require == Some(false) {
-        errs.push(format!(
-            "{at}.requireServiceAccount: must be true when requiredServiceAccountAnnotationKeys is set"
-        ));
+        errs.push(format!("{at}.requireServiceAccount: must be true when requiredServiceAccountAnnotationKeys is set"));
     }
     for key in required.iter().filter(|k| optional.contains(k)) {
-        errs.push(format!(
-            "{at}: annotation key {key:?} is both required and optional"
-        ));
+        errs.push(format!("{at}: annotation key {key:?} is both required and optional"));
     }
 }
 
@@ -209,8 +176,7 @@ pub fn check_qualified_name(s: &str) -> Result<(), String> {
         let label_ok = |l: &str| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         };
@@ -220,9 +186,7 @@ pub fn check_qualified_name(s: &str) -> Result<(), String> {
     }
     let name_ok = !name.is_empty()
         && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
     if !name_ok {
@@ -247,18 +211,14 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
         let number = &rest[..num_len];
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(err());
         }
         let value: f64 = number.parse().map_err(|_| err())?;
         rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let scale: f64 = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -310,11 +270,7 @@ providers:
     }
 
     fn assert_one_error(errs: Vec<String>, want: &str) {
-        assert_eq!(
-            errs.len(),
-            1,
-            "want exactly one error about {want}: {errs:?}"
-        );
+        assert_eq!(errs.len(), 1, "want exactly one error about {want}: {errs:?}");
         assert!(errs[0].contains(want), "want {want:?} in {errs:?}");
     }
 
@@ -330,48 +286,28 @@ providers:
 
     #[test]
     fn each_broken_field_is_reported_by_name() {
-        let cases: Vec<(&str, fn(&mut Value))> = vec![
-            ("apiVersion", |d| {
-                d["apiVersion"] = "kubelet.config.k8s.io/v1beta1".into()
-            }),
+        type Edit = fn(&mut Value);
+        let cases: Vec<(&str, Edit)> = vec![
+            ("apiVersion", |d| d["apiVersion"] = "kubelet.config.k8s.io/v1beta1".into()),
             ("kind", |d| d["kind"] = "KubeletConfiguration".into()),
             ("name", |d| p0(d)["name"] = "my.plugin".into()),
             ("name", |d| p0(d)["name"] = "bin/plugin".into()),
             ("name", |d| p0(d)["name"] = "my plugin".into()),
-            ("matchImages", |d| {
-                p0(d)["matchImages"] = Value::Sequence(vec![])
-            }),
-            ("matchImages[0]", |d| {
-                p0(d)["matchImages"][0] = "https://registry.example.com".into()
-            }),
-            ("matchImages[0]", |d| {
-                p0(d)["matchImages"][0] = "registry.example.com:http".into()
-            }),
-            ("defaultCacheDuration", |d| {
-                p0(d)["defaultCacheDuration"] = "5 minutes".into()
-            }),
-            ("defaultCacheDuration", |d| {
-                p0(d)["defaultCacheDuration"] = "-1s".into()
-            }),
-            ("providers[0].apiVersion", |d| {
-                p0(d)["apiVersion"] = "credentialprovider.kubelet.k8s.io/v1alpha1".into()
-            }),
-            ("cacheType", |d| {
-                p0(d)["tokenAttributes"]["cacheType"] = "Pod".into()
-            }),
-            ("serviceAccountTokenAudience", |d| {
-                p0(d)["tokenAttributes"]["serviceAccountTokenAudience"] = "".into()
-            }),
-            ("must be true", |d| {
-                p0(d)["tokenAttributes"]["requireServiceAccount"] = false.into()
-            }),
+            ("matchImages", |d| p0(d)["matchImages"] = Value::Sequence(vec![])),
+            ("matchImages[0]", |d| p0(d)["matchImages"][0] = "https://registry.example.com".into()),
+            ("matchImages[0]", |d| p0(d)["matchImages"][0] = "registry.example.com:http".into()),
+            ("defaultCacheDuration", |d| p0(d)["defaultCacheDuration"] = "5 minutes".into()),
+            ("defaultCacheDuration", |d| p0(d)["defaultCacheDuration"] = "-1s".into()),
+            ("providers[0].apiVersion", |d| p0(d)["apiVersion"] = "credentialprovider.kubelet.k8s.io/v1alpha1".into()),
+            ("cacheType", |d| p0(d)["tokenAttributes"]["cacheType"] = "Pod".into()),
+            ("serviceAccountTokenAudience", |d| p0(d)["tokenAttributes"]["serviceAccountTokenAudience"] = "".into()),
+            ("must be true", |d| p0(d)["tokenAttributes"]["requireServiceAccount"] = false.into()),
             ("both required and optional", |d| {
                 p0(d)["tokenAttributes"]["optionalServiceAccountAnnotationKeys"][0] =
                     "example.com/registry-identity".into()
             }),
             ("not a qualified name", |d| {
-                p0(d)["tokenAttributes"]["optionalServiceAccountAnnotationKeys"][0] =
-                    "example.com/-role".into()
+                p0(d)["tokenAttributes"]["optionalServiceAccountAnnotationKeys"][0] = "example.com/-role".into()
             }),
             ("env", |d| p0(d)["env"][0]["value"] = 3.into()),
         ];
@@ -387,11 +323,7 @@ providers:
                 m.remove("requireServiceAccount");
             }
         });
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("requireServiceAccount: required")),
-            "{errs:?}"
-        );
+        assert!(errs.iter().any(|e| e.contains("requireServiceAccount: required")), "{errs:?}");
     }
 
     #[test]
@@ -418,10 +350,7 @@ providers:
         assert_eq!(parse_go_duration("2µs"), Ok(2_000));
         assert_eq!(parse_go_duration("-1m"), Ok(-60_000_000_000));
         for bad in ["", "5", "5 m", "m", "1d", "1.2.3s", ".s", "10M"] {
-            assert!(
-                parse_go_duration(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 
@@ -431,10 +360,7 @@ providers:
             assert_eq!(check_qualified_name(ok), Ok(()), "{ok}");
         }
         for bad in ["", "a/b/c", "/x", "Upper.com/x", "x/", "x/-y", "-x.io/y"] {
-            assert!(
-                check_qualified_name(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(check_qualified_name(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

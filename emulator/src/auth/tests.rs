@@ -77,7 +77,11 @@ fn authz(ak: &str, signed: &str, sig: &str) -> (&'static str, String) {
 
 fn v8() -> Vector {
     let mut headers = common("sts.cn-hangzhou.aliyuncs.com", "AssumeRole", "2015-04-01", E0);
-    headers.push(authz("LTAI5tTESTACCESSKEYID", "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version", "5441520dc09616b4df34851219b2e42441f983067d78607b53d9b7dcfec7c1b1"));
+    headers.push(authz(
+        "LTAI5tTESTACCESSKEYID",
+        "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version",
+        "5441520dc09616b4df34851219b2e42441f983067d78607b53d9b7dcfec7c1b1",
+    ));
     Vector { method: "POST", path: "/", query: Some("RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker&DurationSeconds=3600"), headers, body: b"" }
 }
 
@@ -96,7 +100,11 @@ fn py_vectors() -> Vec<Vector> {
     // V1
     let mut h = common("sts.cn-hangzhou.aliyuncs.com", "AssumeRole", "2015-04-01", E0);
     h.extend(py_extra("static_ak"));
-    h.push(authz("LTAI5tTESTACCESSKEYID", PY_SIGNED, "c5432ddc961bb71b751b90e3e33ad834f9383da5513af7c63ef25659654edbb7"));
+    h.push(authz(
+        "LTAI5tTESTACCESSKEYID",
+        PY_SIGNED,
+        "c5432ddc961bb71b751b90e3e33ad834f9383da5513af7c63ef25659654edbb7",
+    ));
     out.push(Vector { method: "POST", path: "/", query: Some("DurationSeconds=3600&RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker"), headers: h, body: b"" });
     // V2
     let mut h = common("cr.cn-hangzhou.aliyuncs.com", "GetAuthorizationToken", "2018-12-01", E0);
@@ -108,12 +116,20 @@ fn py_vectors() -> Vec<Vector> {
     // V3 (query encoding edge cases, `+` on the wire)
     let mut h = common("sts.aliyuncs.com", "AssumeRole", "2015-04-01", E0);
     h.extend(py_extra("static_ak"));
-    h.push(authz("LTAI5tTESTACCESSKEYID", PY_SIGNED, "002fccc70ad81273208091390da47ea5a60372112162889af13234a7dbbe95f7"));
+    h.push(authz(
+        "LTAI5tTESTACCESSKEYID",
+        PY_SIGNED,
+        "002fccc70ad81273208091390da47ea5a60372112162889af13234a7dbbe95f7",
+    ));
     out.push(Vector { method: "POST", path: "/", query: Some("ExternalId=ext+id~%2A%2F%C3%A9&Policy=%7B%22Version%22%3A%221%22%2C%22Statement%22%3A%5B%7B%22Effect%22%3A%22Allow%22%2C%22Action%22%3A%22cr%3AGet%2A%22%2C%22Resource%22%3A%22%2A%22%7D%5D%7D&RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-user&RoleSessionName=a.b-c_d%40e"), headers: h, body: b"" });
     // V5 (personal GET /tokens)
     let mut h = common("cr.cn-hangzhou.aliyuncs.com", "GetAuthorizationToken", "2016-06-07", E0);
     h.extend(py_extra("static_ak"));
-    h.push(authz("LTAI5tTESTACCESSKEYID", PY_SIGNED, "d508af091962ed43206973d1a04e1f2f36b75636ce58d5683e4e4ac30ee5e736"));
+    h.push(authz(
+        "LTAI5tTESTACCESSKEYID",
+        PY_SIGNED,
+        "d508af091962ed43206973d1a04e1f2f36b75636ce58d5683e4e4ac30ee5e736",
+    ));
     out.push(Vector { method: "GET", path: "/tokens", query: None, headers: h, body: b"" });
     // V7 (form body)
     let sha = "dc839410b6798f8373125d1ad9e33ea320563bc1df794957ce7c6a8b7451b733";
@@ -173,17 +189,57 @@ fn each_tampering_is_rejected() {
     let cases: Vec<Tamper> = vec![
         ("signed header value", |v| set(v, "x-acs-action", "AssumeRoleX"), "SignatureDoesNotMatch"),
         ("host", |v| set(v, "host", "sts.cn-beijing.aliyuncs.com"), "SignatureDoesNotMatch"),
-        ("query value", |v| v.query = Some("RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker&DurationSeconds=3601"), "SignatureDoesNotMatch"),
-        ("extra query param", |v| v.query = Some("RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker&DurationSeconds=3600&Policy=x"), "SignatureDoesNotMatch"),
-        ("body", |v| { v.body = b"x=1"; set(v, "content-type", "application/x-www-form-urlencoded"); }, "IncompleteSignature"),
+        (
+            "query value",
+            |v| {
+                v.query = Some("RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker&DurationSeconds=3601")
+            },
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "extra query param",
+            |v| {
+                v.query = Some("RoleArn=acs%3Aram%3A%3A1234567890123456%3Arole%2Feci-acr-service&RoleSessionName=acr-broker&DurationSeconds=3600&Policy=x")
+            },
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "body",
+            |v| {
+                v.body = b"x=1";
+                set(v, "content-type", "application/x-www-form-urlencoded");
+            },
+            "IncompleteSignature",
+        ),
         ("date in window", |v| set(v, "x-acs-date", "2024-01-15T08:31:00Z"), "SignatureDoesNotMatch"),
         ("date out of window", |v| set(v, "x-acs-date", "2024-01-15T08:46:00Z"), "InvalidTimeStamp.Expired"),
         ("date malformed", |v| set(v, "x-acs-date", "2024-01-15 08:30:00"), "InvalidTimeStamp.Format"),
         ("nonce", |v| set(v, "x-acs-signature-nonce", "other"), "SignatureDoesNotMatch"),
         ("unsigned x-acs header", |v| set(v, "x-acs-extra", "1"), "IncompleteSignature"),
-        ("unknown key", |v| { let a = v.headers.iter().find(|(k, _)| *k == "authorization").unwrap().1.replace("LTAI5tTESTACCESSKEYID", "LTAI5tUNKNOWN"); set(v, "authorization", &a) }, "InvalidAccessKeyId.NotFound"),
+        (
+            "unknown key",
+            |v| {
+                let a = v
+                    .headers
+                    .iter()
+                    .find(|(k, _)| *k == "authorization")
+                    .unwrap()
+                    .1
+                    .replace("LTAI5tTESTACCESSKEYID", "LTAI5tUNKNOWN");
+                set(v, "authorization", &a)
+            },
+            "InvalidAccessKeyId.NotFound",
+        ),
         ("token with long-term key", |v| set(v, "x-acs-security-token", "CAIS+test/token=="), "IncompleteSignature"),
-        ("signature", |v| { let a = v.headers.iter().find(|(k, _)| *k == "authorization").unwrap().1.replace("5441520d", "5441520e"); set(v, "authorization", &a) }, "SignatureDoesNotMatch"),
+        (
+            "signature",
+            |v| {
+                let a =
+                    v.headers.iter().find(|(k, _)| *k == "authorization").unwrap().1.replace("5441520d", "5441520e");
+                set(v, "authorization", &a)
+            },
+            "SignatureDoesNotMatch",
+        ),
         ("missing authorization", |v| v.headers.retain(|(k, _)| *k != "authorization"), "IncompleteSignature"),
     ];
     for (name, tamper, want) in cases {

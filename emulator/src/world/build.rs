@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::arn::{self, is_account_id, is_instance_id, is_region};
 use super::schema::{RoleFile, WorldFile};
 use super::{
-    Domain, Instance, Metadata, OidcProvider, OidcTrust, PersonalRegistry, Realm, Role,
-    StaticSession, Trust, User, WorldData, WorldError,
+    Domain, Instance, Metadata, OidcProvider, OidcTrust, PersonalRegistry, Realm, Role, StaticSession, Trust, User,
+    WorldData, WorldError,
 };
 use crate::keys::{libtrust_kid, SigningKey};
 use crate::policy::{Policy, Statement};
@@ -18,6 +18,11 @@ const DEFAULT_MAX_SESSION: u64 = 3600;
 const DEFAULT_METADATA_LIFETIME: u64 = 21600;
 /// Default registry token lifetime: 300 s.
 const DEFAULT_REALM_TTL: u64 = 300;
+
+/// Resolves a principal's policy names into one policy, recording missing names.
+type AttachFn<'a> = dyn Fn(&mut Vec<String>, &str, &str, &[String]) -> Policy + 'a;
+/// Records a problem when an account id is not declared.
+type CheckAccountFn<'a> = dyn Fn(&mut Vec<String>, &str, &str) + 'a;
 
 pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
     let mut p: Vec<String> = Vec::new();
@@ -113,8 +118,7 @@ pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
                 continue;
             }
         };
-        let client_ids =
-            if o.client_ids.is_empty() { vec!["sts.aliyuncs.com".to_string()] } else { o.client_ids };
+        let client_ids = if o.client_ids.is_empty() { vec!["sts.aliyuncs.com".to_string()] } else { o.client_ids };
         let lower = o.arn.to_ascii_lowercase();
         let prov = OidcProvider { arn: o.arn, account, issuer_url: o.issuer_url, client_ids, key };
         if oidc_providers.insert(lower, prov).is_some() {
@@ -143,9 +147,9 @@ pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
         let canon = arn::role_arn(&account, &name);
         match roles.get(&canon) {
             None => p.push(format!("metadata.role_arn={:?} is not a declared role", m.role_arn)),
-            Some(role) if !role.trust.services.iter().any(|s| s == "ecs.aliyuncs.com") => p.push(
-                format!("metadata.role_arn={:?}: the role does not trust ecs.aliyuncs.com", m.role_arn),
-            ),
+            Some(role) if !role.trust.services.iter().any(|s| s == "ecs.aliyuncs.com") => {
+                p.push(format!("metadata.role_arn={:?}: the role does not trust ecs.aliyuncs.com", m.role_arn))
+            }
             Some(_) => {}
         }
         Some(Metadata { role_arn: canon, role_name: name, lifetime_seconds })
@@ -179,9 +183,8 @@ pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
             }
             domains.push(Domain { domain: d.domain.to_ascii_lowercase(), kind: d.kind, endpoint });
         }
-        let token_service = i
-            .token_service
-            .unwrap_or_else(|| format!("registry.aliyuncs.com:{}:china:{}", i.region, i.id));
+        let token_service =
+            i.token_service.unwrap_or_else(|| format!("registry.aliyuncs.com:{}:china:{}", i.region, i.id));
         if !services.insert(token_service.clone()) {
             p.push(format!("{who}: token_service {token_service:?} is used twice"));
         }
@@ -207,9 +210,8 @@ pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
         if personal.iter().any(|x| x.account == r.account && x.region == r.region) {
             p.push(format!("{who}: defined twice"));
         }
-        let token_service = r
-            .token_service
-            .unwrap_or_else(|| format!("registry.aliyuncs.com:{}:{}", r.region, r.account));
+        let token_service =
+            r.token_service.unwrap_or_else(|| format!("registry.aliyuncs.com:{}:{}", r.region, r.account));
         if !services.insert(token_service.clone()) {
             p.push(format!("{who}: token_service {token_service:?} is used twice"));
         }
@@ -255,7 +257,6 @@ pub(super) fn build(f: WorldFile) -> Result<WorldData, WorldError> {
             knobs,
             realm,
             metadata,
-            accounts,
             users,
             roles,
             oidc_providers,
@@ -272,8 +273,8 @@ fn build_role(
     p: &mut Vec<String>,
     r: RoleFile,
     providers: &BTreeMap<String, OidcProvider>,
-    attach: &dyn Fn(&mut Vec<String>, &str, &str, &[String]) -> Policy,
-    check_account: &dyn Fn(&mut Vec<String>, &str, &str),
+    attach: &AttachFn<'_>,
+    check_account: &CheckAccountFn<'_>,
 ) -> Option<(String, Role)> {
     let who = format!("roles.arn={:?}", r.arn);
     let Some((account, name)) = arn::parse_role_arn(&r.arn) else {

@@ -5,7 +5,7 @@ pub mod arn;
 mod build;
 pub mod schema;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -31,8 +31,8 @@ pub struct World {
 impl World {
     /// Parses and validates a world file.
     pub fn from_toml(s: &str) -> Result<World, WorldError> {
-        let file: schema::WorldFile = toml::from_str(s)
-            .map_err(|e| WorldError { problems: vec![format!("TOML: {e}")] })?;
+        let file: schema::WorldFile =
+            toml::from_str(s).map_err(|e| WorldError { problems: vec![format!("TOML: {e}")] })?;
         let data = build::build(file)?;
         Ok(World { data: Arc::new(data) })
     }
@@ -71,11 +71,7 @@ impl World {
 
     /// The `auth.token.service` of an account's personal registry in a region.
     pub fn personal_token_service(&self, account: &str, region: &str) -> Option<&str> {
-        self.data
-            .personal
-            .iter()
-            .find(|p| p.account == account && p.region == region)
-            .map(|p| p.token_service.as_str())
+        self.data.personal.iter().find(|p| p.account == account && p.region == region).map(|p| p.token_service.as_str())
     }
 }
 
@@ -88,7 +84,6 @@ pub(crate) struct WorldData {
     pub knobs: Knobs,
     pub realm: Realm,
     pub metadata: Option<Metadata>,
-    pub accounts: BTreeSet<String>,
     pub users: Vec<User>,
     /// Keyed by canonical (lower-case) role ARN.
     pub roles: BTreeMap<String, Role>,

@@ -31,9 +31,7 @@ pub struct EcsRamRoleSource {
 fn validate_role_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
     if ok {
         Ok(())
     } else {
@@ -56,44 +54,19 @@ impl EcsRamRoleSource {
         if let Some(r) = &role_name {
             validate_role_name(r)?;
         }
-        Ok(EcsRamRoleSource {
-            transport,
-            base: base.trim_end_matches('/').to_owned(),
-            role_name,
-            imdsv1_disabled,
-        })
+        Ok(EcsRamRoleSource { transport, base: base.trim_end_matches('/').to_owned(), role_name, imdsv1_disabled })
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        headers: &[(&str, String)],
-    ) -> Result<HttpResponse, Error> {
+    async fn call(&self, method: Method, path: &str, headers: &[(&str, String)]) -> Result<HttpResponse, Error> {
         let uri = transport::check_url(&format!("{}{path}", self.base), Route::Metadata)?;
         let action = format!("metadata {method} {path}");
         let headers = transport::to_header_list(headers)?;
-        self.transport
-            .execute(
-                method,
-                &uri,
-                headers,
-                Bytes::new(),
-                &action,
-                Route::Metadata,
-            )
-            .await
+        self.transport.execute(method, &uri, headers, Bytes::new(), &action, Route::Metadata).await
     }
 
     /// The hardened-mode token, `None` when falling back to plain GETs.
     async fn session_token(&self) -> Result<Option<Secret>, Error> {
-        let result = self
-            .call(
-                Method::PUT,
-                TOKEN_PATH,
-                &[(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS.to_owned())],
-            )
-            .await;
+        let result = self.call(Method::PUT, TOKEN_PATH, &[(TOKEN_TTL_HEADER, TOKEN_TTL_SECONDS.to_owned())]).await;
         let failure = match result {
             Ok(r) if r.status == 200 => {
                 let token = String::from_utf8_lossy(&r.body).trim().to_owned();
@@ -102,12 +75,7 @@ impl EcsRamRoleSource {
                 }
                 Error::decode("metadata PUT /latest/api/token", "empty token")
             }
-            Ok(r) => wire::upstream_error(
-                "metadata PUT /latest/api/token",
-                r.status,
-                &r.headers,
-                &r.body,
-            ),
+            Ok(r) => wire::upstream_error("metadata PUT /latest/api/token", r.status, &r.headers, &r.body),
             Err(e) => e,
         };
         if self.imdsv1_disabled {
@@ -119,10 +87,7 @@ impl EcsRamRoleSource {
     }
 
     async fn get(&self, path: &str, token: &Option<Secret>) -> Result<HttpResponse, Error> {
-        let headers: Vec<(&str, String)> = token
-            .iter()
-            .map(|t| (TOKEN_HEADER, t.expose_secret().to_owned()))
-            .collect();
+        let headers: Vec<(&str, String)> = token.iter().map(|t| (TOKEN_HEADER, t.expose_secret().to_owned())).collect();
         self.call(Method::GET, path, &headers).await
     }
 
@@ -130,31 +95,18 @@ impl EcsRamRoleSource {
         let r = self.get(ROLE_LIST_PATH, token).await?;
         if r.status == 404 {
             return Err(Error::NoIdentity(
-                "no RAM role is attached to this ECS instance (metadata role list is 404)"
-                    .to_owned(),
+                "no RAM role is attached to this ECS instance (metadata role list is 404)".to_owned(),
             ));
         }
         if r.status != 200 {
-            return Err(wire::upstream_error(
-                "metadata GET role list",
-                r.status,
-                &r.headers,
-                &r.body,
-            ));
+            return Err(wire::upstream_error("metadata GET role list", r.status, &r.headers, &r.body));
         }
         let text = String::from_utf8_lossy(&r.body);
-        let role = text
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty())
-            .ok_or_else(|| {
-                Error::NoIdentity(
-                    "no RAM role is attached to this ECS instance (empty role list)".to_owned(),
-                )
-            })?;
-        validate_role_name(role).map_err(|_| {
-            Error::decode("metadata GET role list", "role name has invalid characters")
+        let role = text.lines().map(str::trim).find(|l| !l.is_empty()).ok_or_else(|| {
+            Error::NoIdentity("no RAM role is attached to this ECS instance (empty role list)".to_owned())
         })?;
+        validate_role_name(role)
+            .map_err(|_| Error::decode("metadata GET role list", "role name has invalid characters"))?;
         Ok(role.to_owned())
     }
 
@@ -187,23 +139,15 @@ pub(crate) fn parse_credentials(action: &str, body: &[u8]) -> Result<Credentials
         return Err(Error::Upstream {
             action: action.to_owned(),
             status: 200,
-            code: if code.is_empty() {
-                "MetadataNotSuccess".to_owned()
-            } else {
-                code
-            },
+            code: if code.is_empty() { "MetadataNotSuccess".to_owned() } else { code },
             message: "the metadata service did not answer Code=Success".to_owned(),
             request_id: None,
             retry_after: None,
         });
     }
     let expiration = wire::req_str(&v, action, "Expiration")?;
-    let expires_at = parse_rfc3339(&expiration).ok_or_else(|| {
-        Error::decode(
-            action,
-            format!("Expiration {expiration:?} is not an RFC 3339 time"),
-        )
-    })?;
+    let expires_at = parse_rfc3339(&expiration)
+        .ok_or_else(|| Error::decode(action, format!("Expiration {expiration:?} is not an RFC 3339 time")))?;
     Ok(Credentials {
         access_key_id: wire::req_str(&v, action, "AccessKeyId")?,
         access_key_secret: wire::req_secret(&v, action, "AccessKeySecret")?,

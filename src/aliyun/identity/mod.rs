@@ -59,9 +59,7 @@ pub mod env_vars {
 pub const DEFAULT_SESSION_NAME: &str = "acr-broker";
 
 fn non_empty(lookup: EnvLookup<'_>, name: &str) -> Option<String> {
-    lookup(name)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn is_true(lookup: EnvLookup<'_>, name: &str) -> bool {
@@ -82,9 +80,7 @@ impl StaticSource {
         security_token: Option<Secret>,
     ) -> Result<Self, Error> {
         if access_key_id.trim().is_empty() || access_key_secret.is_empty() {
-            return Err(Error::InvalidInput(
-                "static credentials need a non-empty access key id and secret".to_owned(),
-            ));
+            return Err(Error::InvalidInput("static credentials need a non-empty access key id and secret".to_owned()));
         }
         Ok(StaticSource {
             credentials: Credentials {
@@ -123,9 +119,7 @@ impl EnvSource {
             (None, None) => Ok(None),
             (Some(id), Some(secret)) => {
                 let token = non_empty(lookup, env_vars::SECURITY_TOKEN).map(Secret::new);
-                Ok(Some(EnvSource {
-                    inner: StaticSource::new(id, Secret::new(secret), token)?,
-                }))
+                Ok(Some(EnvSource { inner: StaticSource::new(id, Secret::new(secret), token)? }))
             }
             (Some(_), None) => Err(Error::InvalidInput(format!(
                 "{} is set but {} is not",
@@ -168,10 +162,9 @@ impl DefaultChain {
         let provider = non_empty(lookup, env_vars::OIDC_PROVIDER_ARN);
         let file = non_empty(lookup, env_vars::OIDC_TOKEN_FILE);
         if let (Some(role), Some(provider), Some(file)) = (role, provider, file) {
-            let session = non_empty(lookup, env_vars::ROLE_SESSION_NAME)
-                .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned());
-            let source =
-                OidcSource::new(client.clone(), role, provider, file.into(), session, 3600)?;
+            let session =
+                non_empty(lookup, env_vars::ROLE_SESSION_NAME).unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned());
+            let source = OidcSource::new(client.clone(), role, provider, file.into(), session, 3600)?;
             return Ok(DefaultChain::with(Box::new(source)));
         }
         if is_true(lookup, env_vars::ECS_METADATA_DISABLED) {
@@ -188,9 +181,7 @@ impl DefaultChain {
 
     fn with(source: Box<dyn IdentitySource>) -> Self {
         tracing::debug!(source = source.name(), "identity source selected");
-        DefaultChain {
-            selected: Some(source),
-        }
+        DefaultChain { selected: Some(source) }
     }
 }
 
@@ -218,10 +209,7 @@ impl IdentitySource for DefaultChain {
 }
 
 /// The default chain from an environment lookup, as a shared source.
-pub fn source_from_env(
-    lookup: EnvLookup<'_>,
-    client: &Client,
-) -> Result<Arc<dyn IdentitySource>, Error> {
+pub fn source_from_env(lookup: EnvLookup<'_>, client: &Client) -> Result<Arc<dyn IdentitySource>, Error> {
     Ok(Arc::new(DefaultChain::from_env(lookup, client)?))
 }
 

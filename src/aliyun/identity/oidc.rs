@@ -30,14 +30,7 @@ impl OidcSource {
         duration_seconds: u32,
     ) -> Result<Self, Error> {
         validate_session_name(&session_name)?;
-        Ok(OidcSource {
-            client,
-            role_arn,
-            provider_arn,
-            token_file,
-            session_name,
-            duration_seconds,
-        })
+        Ok(OidcSource { client, role_arn, provider_arn, token_file, session_name, duration_seconds })
     }
 
     async fn fetch_now(&self) -> Result<Credentials, Error> {
@@ -50,10 +43,7 @@ impl OidcSource {
             .map(zeroize::Zeroizing::new)?;
         let token = raw.trim();
         if token.is_empty() {
-            return Err(Error::InvalidInput(format!(
-                "OIDC token file {} is empty",
-                self.token_file.display()
-            )));
+            return Err(Error::InvalidInput(format!("OIDC token file {} is empty", self.token_file.display())));
         }
         let req = AssumeRoleWithOidcRequest {
             role_arn: self.role_arn.clone(),

@@ -8,10 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 const CREDS: &str = r#"{"AccessKeyId":"STS.NTdiv","AccessKeySecret":"ZvpNNRVQ","Expiration":"2021-09-28T14:00:11Z","SecurityToken":"token","LastUpdated":"2021-09-28T08:00:11Z","Code":"Success"}"#;
 
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
     move |k: &str| map.get(k).cloned()
 }
 
@@ -26,19 +23,12 @@ async fn metadata_server(hardened: bool) -> TestServer {
         let hardened = required.load(Ordering::SeqCst);
         match (s.method.as_str(), s.path.as_str()) {
             ("PUT", "/latest/api/token") if hardened => {
-                assert_eq!(
-                    s.headers["x-aliyun-ecs-metadata-token-ttl-seconds"],
-                    "21600"
-                );
+                assert_eq!(s.headers["x-aliyun-ecs-metadata-token-ttl-seconds"], "21600");
                 respond(200, "mdtoken-1")
             }
             ("PUT", _) => respond(404, "not found"),
             ("GET", p) => {
-                if hardened
-                    && s.headers
-                        .get("x-aliyun-ecs-metadata-token")
-                        .map(|v| v.as_bytes())
-                        != Some(b"mdtoken-1")
+                if hardened && s.headers.get("x-aliyun-ecs-metadata-token").map(|v| v.as_bytes()) != Some(b"mdtoken-1")
                 {
                     return respond(401, "");
                 }
@@ -62,15 +52,9 @@ async fn ecs_hardened_mode_sends_token_on_gets() {
     assert_eq!(c.access_key_id, "STS.NTdiv");
     assert_eq!(c.access_key_secret.expose_secret(), "ZvpNNRVQ");
     assert_eq!(c.security_token.as_ref().unwrap().expose_secret(), "token");
-    assert_eq!(
-        c.expires_at,
-        crate::clock::parse_rfc3339("2021-09-28T14:00:11Z")
-    );
+    assert_eq!(c.expires_at, crate::clock::parse_rfc3339("2021-09-28T14:00:11Z"));
     let seen = server.seen();
-    let paths: Vec<_> = seen
-        .iter()
-        .map(|s| format!("{} {}", s.method, s.path))
-        .collect();
+    let paths: Vec<_> = seen.iter().map(|s| format!("{} {}", s.method, s.path)).collect();
     assert_eq!(
         paths,
         [
@@ -85,15 +69,12 @@ async fn ecs_hardened_mode_sends_token_on_gets() {
 #[tokio::test]
 async fn ecs_falls_back_to_plain_gets_when_token_put_fails() {
     let server = metadata_server(false).await;
-    let src =
-        EcsRamRoleSource::new(transport(), &format!("{}/", server.base), None, false).unwrap();
+    let src = EcsRamRoleSource::new(transport(), &format!("{}/", server.base), None, false).unwrap();
     let c = src.fetch().await.unwrap();
     assert_eq!(c.access_key_id, "STS.NTdiv");
     let seen = server.seen();
     assert_eq!(seen.len(), 3);
-    assert!(seen[1..]
-        .iter()
-        .all(|s| s.headers.get("x-aliyun-ecs-metadata-token").is_none()));
+    assert!(seen[1..].iter().all(|s| s.headers.get("x-aliyun-ecs-metadata-token").is_none()));
 }
 
 #[tokio::test]
@@ -108,12 +89,10 @@ async fn ecs_imdsv1_disabled_refuses_fallback() {
 #[tokio::test]
 async fn ecs_configured_role_skips_discovery() {
     let server = metadata_server(true).await;
-    let src =
-        EcsRamRoleSource::new(transport(), &server.base, Some("node-role".into()), false).unwrap();
+    let src = EcsRamRoleSource::new(transport(), &server.base, Some("node-role".into()), false).unwrap();
     src.fetch().await.unwrap();
     assert_eq!(server.seen().len(), 2);
-    let unknown =
-        EcsRamRoleSource::new(transport(), &server.base, Some("other".into()), false).unwrap();
+    let unknown = EcsRamRoleSource::new(transport(), &server.base, Some("other".into()), false).unwrap();
     let e = unknown.fetch().await.unwrap_err();
     assert_eq!(e.code(), "NoIdentity", "{e}");
     assert!(EcsRamRoleSource::new(transport(), &server.base, Some("a/b".into()), false).is_err());
@@ -126,11 +105,7 @@ async fn ecs_without_role_is_no_identity() {
         _ => respond(404, ""),
     })
     .await;
-    let e = EcsRamRoleSource::new(transport(), &server.base, None, false)
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let e = EcsRamRoleSource::new(transport(), &server.base, None, false).unwrap().fetch().await.unwrap_err();
     assert_eq!(e.code(), "NoIdentity");
     assert_eq!(e.kind(), ErrorKind::Denied);
 }
@@ -142,11 +117,8 @@ async fn ecs_server_error_is_retryable() {
         _ => respond(500, "oops"),
     })
     .await;
-    let e = EcsRamRoleSource::new(transport(), &server.base, Some("r".into()), false)
-        .unwrap()
-        .fetch()
-        .await
-        .unwrap_err();
+    let e =
+        EcsRamRoleSource::new(transport(), &server.base, Some("r".into()), false).unwrap().fetch().await.unwrap_err();
     assert!(e.is_retryable(), "{e}");
 }
 
@@ -155,12 +127,7 @@ fn ecs_credentials_json_validation() {
     let a = "m";
     assert!(ecs::parse_credentials(a, CREDS.as_bytes()).is_ok());
     let failed = CREDS.replace(r#""Code":"Success""#, r#""Code":"Failed""#);
-    assert_eq!(
-        ecs::parse_credentials(a, failed.as_bytes())
-            .unwrap_err()
-            .code(),
-        "Failed"
-    );
+    assert_eq!(ecs::parse_credentials(a, failed.as_bytes()).unwrap_err().code(), "Failed");
     let no_code = CREDS.replace(r#","Code":"Success""#, "");
     assert!(ecs::parse_credentials(a, no_code.as_bytes()).is_err());
     let bad_exp = CREDS.replace("2021-09-28T14:00:11Z", "tomorrow");
@@ -193,10 +160,7 @@ async fn env_source_reads_keys_and_token() {
     assert!(EnvSource::from_lookup(&env(&[])).unwrap().is_none());
     assert!(EnvSource::from_lookup(&env(&[(env_vars::ACCESS_KEY_ID, "x")])).is_err());
     assert!(EnvSource::from_lookup(&env(&[(env_vars::ACCESS_KEY_SECRET, "x")])).is_err());
-    let blank = env(&[
-        (env_vars::ACCESS_KEY_ID, " "),
-        (env_vars::ACCESS_KEY_SECRET, ""),
-    ]);
+    let blank = env(&[(env_vars::ACCESS_KEY_ID, " "), (env_vars::ACCESS_KEY_SECRET, "")]);
     assert!(EnvSource::from_lookup(&blank).unwrap().is_none());
 }
 
@@ -218,24 +182,15 @@ fn default_chain_order() {
         (env_vars::OIDC_PROVIDER_ARN, "acs:ram::1:oidc-provider/p"),
         (env_vars::OIDC_TOKEN_FILE, "/tmp/t"),
     ]);
-    assert_eq!(
-        DefaultChain::from_env(&both, &client).unwrap().name(),
-        "env"
-    );
+    assert_eq!(DefaultChain::from_env(&both, &client).unwrap().name(), "env");
     let oidc = env(&[
         (env_vars::ROLE_ARN, "acs:ram::1:role/r"),
         (env_vars::OIDC_PROVIDER_ARN, "acs:ram::1:oidc-provider/p"),
         (env_vars::OIDC_TOKEN_FILE, "/tmp/t"),
     ]);
-    assert_eq!(
-        DefaultChain::from_env(&oidc, &client).unwrap().name(),
-        "oidc"
-    );
+    assert_eq!(DefaultChain::from_env(&oidc, &client).unwrap().name(), "oidc");
     let partial = env(&[(env_vars::ROLE_ARN, "acs:ram::1:role/r")]);
-    assert_eq!(
-        DefaultChain::from_env(&partial, &client).unwrap().name(),
-        "ecs-ram-role"
-    );
+    assert_eq!(DefaultChain::from_env(&partial, &client).unwrap().name(), "ecs-ram-role");
     let bad_session = env(&[
         (env_vars::ROLE_ARN, "acs:ram::1:role/r"),
         (env_vars::OIDC_PROVIDER_ARN, "acs:ram::1:oidc-provider/p"),
@@ -277,21 +232,13 @@ async fn oidc_source_rereads_token_file_each_fetch() {
     .unwrap();
     let c = src.fetch().await.unwrap();
     assert_eq!(c.access_key_id, "STS.oidc");
-    assert_eq!(
-        c.expires_at,
-        Some(UNIX_EPOCH + Duration::from_secs(1_705_311_000))
-    );
+    assert_eq!(c.expires_at, Some(UNIX_EPOCH + Duration::from_secs(1_705_311_000)));
     std::fs::write(&file, "jwt-two").unwrap();
     src.fetch().await.unwrap();
     let tokens: Vec<String> = server
         .seen()
         .iter()
-        .map(|s| {
-            form_urlencoded::parse(&s.body)
-                .find(|(k, _)| k == "OIDCToken")
-                .map(|(_, v)| v.into_owned())
-                .unwrap()
-        })
+        .map(|s| form_urlencoded::parse(&s.body).find(|(k, _)| k == "OIDCToken").map(|(_, v)| v.into_owned()).unwrap())
         .collect();
     assert_eq!(tokens, ["jwt-one", "jwt-two"]);
     std::fs::remove_file(&file).unwrap();

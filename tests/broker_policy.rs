@@ -1,0 +1,120 @@
+//! Every row of the seed's policy table, end to end against the emulator (issue: the broker).
+
+mod support;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_table_rows() {
+    let h = Harness::start(broker_world(), "").await;
+
+    // Same account, default domain, node identity only.
+    let (s, v) = h.credentials("demo-registry.cn-hangzhou.cr.aliyuncs.com", &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["instance_id"], DEMO);
+    assert_eq!(v["region"], "cn-hangzhou");
+    assert_eq!(v["edition"], "enterprise");
+    assert_eq!(v["registry"], "demo-registry.cn-hangzhou.cr.aliyuncs.com");
+    assert!(!v["password"].as_str().unwrap_or_default().is_empty());
+    assert_eq!(h.emulator.count("AssumeRole"), 0, "node identity used directly");
+
+    // Same account with acr-service-arns: the service role is assumed first.
+    let (s, v) = h.credentials("demo-registry-vpc.cn-hangzhou.cr.aliyuncs.com", &[(SERVICE_ARNS, SERVICE_ROLE)]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.emulator.count("AssumeRole"), 1);
+
+    // Custom domain listed through acr-instance-ids.
+    let (s, v) = h.credentials("registry.demo.example.com", &[(INSTANCE_IDS, DEMO)]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["instance_id"], DEMO);
+
+    // Custom domain without acr-instance-ids: not ours.
+    let (s, v) = h.credentials("registry.demo.example.com", &[]).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(v["error"]["code"], "not_acr_registry");
+
+    // A listed instance that does not own the host: never credentials.
+    let (s, v) = h.credentials("registry.demo.example.com", &[(INSTANCE_IDS, DECOY)]).await;
+    assert_eq!(s, 404, "{v}");
+
+    // Cross-region instance (region prefix).
+    let (s, v) = h.credentials("north.example.com", &[(INSTANCE_IDS, &format!("cn-beijing:{NORTH}"))]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["region"], "cn-beijing");
+    assert_eq!(v["instance_id"], NORTH);
+
+    // Cross-account: node -> service role (A) -> user role (B).
+    let before = h.emulator.count("AssumeRole");
+    let (s, v) = h
+        .credentials(
+            "partner-registry.cn-beijing.cr.aliyuncs.com",
+            &[(SERVICE_ARNS, SERVICE_ROLE), (USER_ARNS, USER_ROLE)],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["instance_id"], PARTNER);
+    assert_eq!(h.emulator.count("AssumeRole") - before, 1, "service session reused, user role assumed");
+
+    // Cross-account without the chain: the node cannot see account B's instance.
+    let (s, v) = h.credentials("partner-registry.cn-beijing.cr.aliyuncs.com", &[]).await;
+    assert_eq!(s, 403, "{v}");
+
+    // A user role without pull permission: 403 carrying the upstream code.
+    let (s, v) = h
+        .credentials(
+            "partner-registry.cn-beijing.cr.aliyuncs.com",
+            &[(SERVICE_ARNS, SERVICE_ROLE), (USER_ARNS, NO_PULL_ROLE)],
+        )
+        .await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "NoPermission", "{v}");
+
+    // Several user roles: the first is denied, the second works, and is remembered.
+    let two = format!("{NO_PULL_ROLE},{USER_ROLE}");
+    let ann = [(SERVICE_ARNS, SERVICE_ROLE), (USER_ARNS, two.as_str())];
+    let (s, v) = h.credentials("partner-registry.cn-beijing.cr.aliyuncs.com", &ann).await;
+    assert_eq!(s, 200, "{v}");
+
+    // Personal Edition.
+    let (s, v) = h.credentials("registry.cn-hangzhou.aliyuncs.com", &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["edition"], "personal");
+    assert!(v["instance_id"].is_null());
+
+    // Not ACR at all.
+    for host in
+        ["docker.io", "ghcr.io", "x.cr.aliyuncs.com.evil.com", "evil.com/demo-registry.cn-hangzhou.cr.aliyuncs.com"]
+    {
+        let (s, v) = h.credentials(host, &[]).await;
+        assert_eq!(s, 404, "{host}: {v}");
+    }
+
+    // Malformed values: 400 naming the annotation and the value.
+    let (s, v) = h.credentials("registry.demo.example.com", &[(INSTANCE_IDS, "cri-BAD!")]).await;
+    assert_eq!(s, 400, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(INSTANCE_IDS) && msg.contains("cri-BAD!"), "{msg}");
+    let (s, v) = h.credentials("demo-registry.cn-hangzhou.cr.aliyuncs.com", &[(USER_ARNS, USER_ROLE)]).await;
+    assert_eq!(s, 400, "user ARN without service ARN: {v}");
+    let (s, v) =
+        h.credentials("demo-registry.cn-hangzhou.cr.aliyuncs.com", &[(SERVICE_ARNS, "arn:aws:iam::1:role/x")]).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap_or_default().contains(SERVICE_ARNS));
+
+    // GET form (what the docker helper uses): node defaults only.
+    let (s, v, _) = h.request("GET", "/v1/credentials/demo-registry.cn-hangzhou.cr.aliyuncs.com", None).await;
+    assert_eq!(s, 200, "{v}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_defaults_apply_only_to_requests_without_annotations() {
+    let extra = format!("[defaults]\nacr_instance_ids = [\"{DEMO}\"]\n");
+    let h = Harness::start(broker_world(), &extra).await;
+    let (s, v) = h.credentials("registry.demo.example.com", &[]).await;
+    assert_eq!(s, 200, "defaults list the instance: {v}");
+    // A request with its own annotations uses exactly those: here a decoy that does not own the host.
+    let (s, v) = h.credentials("registry.demo.example.com", &[(INSTANCE_IDS, DECOY)]).await;
+    assert_eq!(s, 404, "{v}");
+    h.stop().await;
+}

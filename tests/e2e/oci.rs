@@ -1,0 +1,136 @@
+//! A tiny, byte-reproducible OCI image layout built in Rust (no base image, no external tools):
+//! one gzip layer holding `usr/share/nginx/html/index.html`, a config and a manifest tagged `1.0`
+//! (the same shape as e2e-harness.md §3). Not runnable; it only has to round-trip a registry.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// The file the layer carries and its content.
+const INDEX_HTML: &[u8] = b"hello from acr-broker e2e\n";
+
+/// A built image layout and the digests a pull must reproduce.
+pub struct OciImage {
+    /// The layout directory (`oci:DIR:1.0`).
+    pub dir: PathBuf,
+    /// `sha256:…` of the manifest (what `skopeo inspect` prints as Digest).
+    pub manifest_digest: String,
+    /// `sha256:…` of the gzip layer blob.
+    pub layer_digest: String,
+    /// `sha256:…` of the config blob.
+    pub config_digest: String,
+    /// The manifest bytes as pushed.
+    pub manifest: Vec<u8>,
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", data_encoding::HEXLOWER.encode(&Sha256::digest(bytes)))
+}
+
+/// Builds the layout under `dir` (created) and returns its digests.
+pub fn build(dir: &Path) -> std::io::Result<OciImage> {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let put = |bytes: &[u8]| -> std::io::Result<String> {
+        let digest = sha256_digest(bytes);
+        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes)?;
+        Ok(digest)
+    };
+
+    let layer_tar = layer_tar();
+    let diff_id = sha256_digest(&layer_tar);
+    let layer = gzip_stored(&layer_tar);
+    let layer_digest = put(&layer)?;
+
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/true"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    );
+    let config_digest = put(config.as_bytes())?;
+
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    )
+    .into_bytes();
+    let manifest_digest = put(&manifest)?;
+
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"1.0"}}}}]}}"#,
+        manifest.len()
+    );
+    std::fs::write(dir.join("index.json"), index)?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    Ok(OciImage { dir: dir.to_path_buf(), manifest_digest, layer_digest, config_digest, manifest })
+}
+
+/// The layer as an uncompressed ustar archive: directories, then the file; mtime 0, root owner.
+fn layer_tar() -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in ["./", "./usr/", "./usr/share/", "./usr/share/nginx/", "./usr/share/nginx/html/"] {
+        out.extend_from_slice(&tar_header(d, 0o755, 0, b'5'));
+    }
+    out.extend_from_slice(&tar_header("./usr/share/nginx/html/index.html", 0o644, INDEX_HTML.len(), b'0'));
+    out.extend_from_slice(INDEX_HTML);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.resize(out.len() + 1024, 0); // end-of-archive: two zero blocks
+    out
+}
+
+/// One 512-byte ustar header.
+fn tar_header(name: &str, mode: u32, size: usize, kind: u8) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
+    assert!(name.len() < 100, "tar name too long: {name}");
+    put(&mut h, 0, name.as_bytes());
+    put(&mut h, 100, format!("{mode:07o}\0").as_bytes());
+    put(&mut h, 108, b"0000000\0"); // uid
+    put(&mut h, 116, b"0000000\0"); // gid
+    put(&mut h, 124, format!("{size:011o}\0").as_bytes());
+    put(&mut h, 136, b"00000000000\0"); // mtime
+    put(&mut h, 148, b"        "); // checksum placeholder (spaces while summing)
+    h[156] = kind;
+    put(&mut h, 257, b"ustar\0");
+    put(&mut h, 263, b"00");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+/// gzip (RFC 1952) with stored deflate blocks (RFC 1951 BTYPE=00): valid, deterministic, no deps.
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    // magic, CM=deflate, no flags, MTIME=0, XFL=0, OS=unix
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+    let mut chunks = data.chunks(0xffff).peekable();
+    if data.is_empty() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none())); // BFINAL on the last block, BTYPE=00
+        let len = chunk.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as gzip uses).
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn crc32_matches_the_standard_check_value() {
+    assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+}

@@ -1,0 +1,154 @@
+//! Shared harness for integration tests: the emulator, an in-process daemon on a unix socket in
+//! a temp dir, and a tiny HTTP/1.1 client over that socket.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use acr_broker::clock::SharedClock;
+use acr_broker::config::Config;
+use acr_broker::daemon::Daemon;
+use acr_emulator::{Emulator, World};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+
+pub const SERVICE_ROLE: &str = "acs:ram::1111111111111111:role/eci-acr-service";
+pub const USER_ROLE: &str = "acs:ram::2222222222222222:role/eci-acr-user";
+pub const NO_PULL_ROLE: &str = "acs:ram::2222222222222222:role/no-pull";
+pub const DEMO: &str = "cri-devaaaaaaaaaaaa01";
+pub const PARTNER: &str = "cri-devbbbbbbbbbbbb02";
+pub const NORTH: &str = "cri-bjaaaaaaaaaaaa03";
+pub const DECOY: &str = "cri-devcccccccccccc04";
+pub const INSTANCE_IDS: &str = "k8s.aliyun.com/acr-instance-ids";
+pub const SERVICE_ARNS: &str = "k8s.aliyun.com/acr-service-arns";
+pub const USER_ARNS: &str = "k8s.aliyun.com/acr-user-arns";
+
+/// The broker test world (dev world + extras).
+pub fn broker_world() -> World {
+    World::from_toml(include_str!("../worlds/broker.toml")).expect("test world parses")
+}
+
+/// A daemon config pointed at `emu`, with `extra` TOML appended (extra tables only).
+pub fn config_for(emu: &Emulator, socket: &std::path::Path, extra: &str) -> Config {
+    let base = emu.base_url();
+    let uid = unsafe_free_uid();
+    let text = format!(
+        "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{uid}]\n\
+         [identity]\nsource = \"ecs-ram-role\"\n\
+         [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n\
+         [service_account_tokens]\noidc_provider_arn = \"acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev\"\n{extra}",
+        socket.display()
+    );
+    Config::from_toml(&text, "<test>").unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+}
+
+fn unsafe_free_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+pub struct Harness {
+    pub emulator: Emulator,
+    pub daemon: Option<Daemon>,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start(world: World, extra_config: &str) -> Harness {
+        let emulator = Emulator::start(world, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator");
+        Self::with_emulator(emulator, extra_config, acr_broker::clock::system()).await
+    }
+
+    pub async fn with_emulator(emulator: Emulator, extra_config: &str, clock: SharedClock) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("broker.sock");
+        let config = config_for(&emulator, &socket, extra_config);
+        let daemon = Daemon::start(config, clock).await.expect("daemon starts");
+        Harness { emulator, daemon: Some(daemon), socket, dir }
+    }
+
+    pub fn daemon(&self) -> &Daemon {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    pub async fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value, http::HeaderMap) {
+        request_on(&self.socket, method, path, body).await
+    }
+
+    pub async fn credentials(&self, registry: &str, annotations: &[(&str, &str)]) -> (u16, Value) {
+        let ann: serde_json::Map<String, Value> =
+            annotations.iter().map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned()))).collect();
+        let (s, v, _) = self
+            .request("POST", "/v1/credentials", Some(serde_json::json!({"registry": registry, "annotations": ann})))
+            .await;
+        (s, v)
+    }
+
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.daemon().metrics_addr.expect("metrics listener");
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect metrics");
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("hs");
+        tokio::spawn(conn);
+        let req =
+            http::Request::get("/metrics").header("host", "localhost").body(Full::new(Bytes::new())).expect("req");
+        let resp = send.send_request(req).await.expect("send");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8(body.to_vec()).expect("utf8")
+    }
+
+    pub async fn stop(mut self) -> Emulator {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+        self.emulator
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection to the unix socket.
+pub async fn request_on(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value, http::HeaderMap) {
+    let stream = tokio::net::UnixStream::connect(socket).await.expect("connect to daemon socket");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut b = http::Request::builder().method(method).uri(path).header("host", "localhost");
+    let bytes = match body {
+        Some(v) => {
+            b = b.header("content-type", "application/json");
+            Bytes::from(v.to_string())
+        }
+        None => Bytes::new(),
+    };
+    let req = b.body(Full::new(bytes)).expect("request");
+    let resp = send.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (status, v, headers)
+}
+
+/// Waits until `/readyz` says ready (or panics after `limit`).
+pub async fn wait_ready(h: &Harness, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let (s, v, _) = h.request("GET", "/readyz", None).await;
+        if s == 200 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "daemon never became ready: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn shared<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

@@ -77,7 +77,13 @@ impl Broker {
                 async move { this.load_credential(&k, token.as_ref()).await }
             })
             .await?;
-        Ok(Answer { credential, registry: plan.host.as_str().to_owned(), chain: chain_arns(chain), outcome })
+        Ok(Answer {
+            credential,
+            registry: plan.host.as_str().to_owned(),
+            chain: chain_arns(chain),
+            outcome,
+            via_service_account: matches!(chain.base, Base::ServiceAccount { .. }),
+        })
     }
 
     /// Mints a registry credential with a freshly assumed last hop.

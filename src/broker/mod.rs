@@ -90,6 +90,8 @@ pub struct Answer {
     pub chain: Arc<[RoleArn]>,
     /// How the cache served it.
     pub outcome: Outcome,
+    /// True when the chain started from a kubelet-supplied service-account token.
+    pub via_service_account: bool,
 }
 
 /// Whose identity starts a chain.

@@ -252,7 +252,8 @@ async fn serve_credentials(
 /// One audit line per credential served; never a secret.
 fn audit(answer: &Answer, peer: Peer, surface: &str) {
     let c = &answer.credential;
-    let chain: Vec<&str> = answer.chain.iter().map(|a| a.as_str()).collect();
+    let base = if answer.via_service_account { "service-account token" } else { "node identity" };
+    let chain: Vec<&str> = std::iter::once(base).chain(answer.chain.iter().map(|a| a.as_str())).collect();
     tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = %answer.registry,
         instance = c.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("-"), region = c.region.as_str(),
         edition = c.edition.as_str(), chain = %chain.join(" -> "), cache = answer.outcome.as_str(),

@@ -84,7 +84,8 @@ impl RecordingServer {
                             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
             }
         });

@@ -130,7 +130,31 @@ fn crc32(data: &[u8]) -> u32 {
     !crc
 }
 
+/// The manifest digest [`build`] produces; it changes only when the builder or its content does.
+pub const EXPECTED_MANIFEST_DIGEST: &str = "sha256:d5d66199bf0e1125a681bd13cf58a2769a8801d0f32420b4e068e6d2df5e8f88";
+
 #[test]
 fn crc32_matches_the_standard_check_value() {
     assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+}
+
+#[test]
+fn layout_is_byte_reproducible_and_the_layer_unpacks_with_gnu_tar() {
+    let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let (x, y) = (build(a.path()).expect("build a"), build(b.path()).expect("build b"));
+    assert_eq!(x.manifest_digest, y.manifest_digest);
+    assert_eq!(x.manifest_digest, EXPECTED_MANIFEST_DIGEST);
+    assert_eq!(sha256_digest(&x.manifest), x.manifest_digest);
+    if !Path::new("/bin/tar").exists() {
+        eprintln!("skipping the tar check: /bin/tar missing");
+        return;
+    }
+    let layer = a.path().join("blobs/sha256").join(&x.layer_digest["sha256:".len()..]);
+    let out = a.path().join("unpacked");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    let status =
+        std::process::Command::new("/bin/tar").arg("-xzf").arg(&layer).arg("-C").arg(&out).status().expect("run tar");
+    assert!(status.success(), "GNU tar could not unpack the layer");
+    let html = std::fs::read(out.join("usr/share/nginx/html/index.html")).expect("unpacked file");
+    assert_eq!(html, INDEX_HTML);
 }

@@ -79,7 +79,11 @@ impl Registry {
             }
             if let Ok(a) = super::http::get(&self.host, "/v2/", &[]).await {
                 assert_eq!(a.status, 401, "GET /v2/ should ask for a token; log:\n{}", self.log());
-                assert!(a.header("www-authenticate").starts_with("Bearer "), "challenge: {}", a.header("www-authenticate"));
+                assert!(
+                    a.header("www-authenticate").starts_with("Bearer "),
+                    "challenge: {}",
+                    a.header("www-authenticate")
+                );
                 return;
             }
             assert!(started.elapsed() < limit, "docker-registry not ready after {limit:?}; log:\n{}", self.log());

@@ -75,7 +75,10 @@ impl ClientEnv {
 
     /// `{"credHelpers": {host: "acr-broker"}}` in `--authfile` form.
     pub fn helper_auth_file(&self, host: &str) -> PathBuf {
-        self.auth_file(&format!("auth-{}.json", host.replace(':', "_")), &serde_json::json!({"credHelpers": {host: "acr-broker"}}))
+        self.auth_file(
+            &format!("auth-{}.json", host.replace(':', "_")),
+            &serde_json::json!({"credHelpers": {host: "acr-broker"}}),
+        )
     }
 
     /// Writes `$HOME/.docker/config.json`.
@@ -123,7 +126,21 @@ impl ClientEnv {
     /// `skopeo ARGS` (logs each run with its time).
     pub async fn skopeo(&self, socket: &Path, args: &[&str]) -> Run {
         let r = self.run(SKOPEO_BIN, args, socket, b"").await;
-        eprintln!("[e2e] skopeo {} -> exit {} in {:?}", args.join(" "), r.code, r.took);
+        eprintln!("[e2e] skopeo {} -> exit {} in {:?}", redacted(args), r.code, r.took);
+        if !r.ok() {
+            eprintln!("[e2e]   stderr: {}", r.stderr.trim());
+        }
         r
     }
+}
+
+/// The argument list with credential values replaced, for logs.
+fn redacted(args: &[&str]) -> String {
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide = false;
+    for a in args {
+        out.push(if hide { "<redacted>" } else { a });
+        hide = matches!(*a, "--creds" | "--src-creds" | "--dest-creds" | "--registry-token" | "--dest-registry-token");
+    }
+    out.join(" ")
 }

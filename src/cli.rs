@@ -115,6 +115,8 @@ pub fn init_tracing(format: LogFormat) {
 }
 
 fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
+    // Take systemd's sockets (and unset LISTEN_*) while the process is still single-threaded.
+    let inherited = if dev { Vec::new() } else { crate::systemd::take_listen_fds() };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -127,7 +129,7 @@ fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
             return crate::dev::run().await;
         }
         let config = Config::load(&config_path).map_err(|e| (EX_CONFIG, e.to_string()))?;
-        crate::daemon::serve(config, crate::clock::system(), None).await.map_err(|e| (1, e.to_string()))
+        crate::daemon::serve(config, crate::clock::system(), inherited, None).await.map_err(|e| (1, e.to_string()))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -327,8 +327,13 @@ fn decode_answer(socket: &Path, status: u16, retry_after: Option<u64>, body: &[u
 /// Collapses control characters (newlines) and trims, capping at 300 characters, so a daemon
 /// message fits the one line a credential helper may print.
 pub fn one_line(s: &str) -> String {
-    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(300).collect();
-    flat.split_whitespace().collect::<Vec<_>>().join(" ")
+    const MAX_CHARS: usize = 1000;
+    let flat: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_CHARS + 1).collect();
+    let mut line = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > MAX_CHARS {
+        line.push_str(" …");
+    }
+    line
 }
 
 /// Percent-encodes everything outside RFC 3986 "unreserved" (`host:5000` → `host%3A5000`).

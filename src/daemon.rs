@@ -88,6 +88,16 @@ pub fn identity_from_config(config: &Config, client: &Client) -> Result<Arc<dyn 
 impl Daemon {
     /// Starts the daemon with `config` and `clock`; returns once listeners are bound.
     pub async fn start(config: Config, clock: SharedClock) -> Result<Daemon, DaemonError> {
+        Daemon::start_with_listeners(config, clock, Vec::new()).await
+    }
+
+    /// Like [`start`](Self::start), serving on sockets systemd handed over: the unix socket as
+    /// the API, a TCP socket named `metrics` as the metrics listener.
+    pub async fn start_with_listeners(
+        config: Config,
+        clock: SharedClock,
+        inherited: Vec<systemd::ListenFd>,
+    ) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
         let endpoints = Endpoints {
             sts: config.aliyun.sts_endpoint.clone(),
@@ -113,13 +123,14 @@ impl Daemon {
         };
         let mut tasks = JoinSet::new();
 
-        let inherited = systemd::take_listen_fds();
         let mut socket = None;
         let mut unix = None;
+        let mut inherited_metrics = None;
         for fd in inherited {
-            if let systemd::Listener::Unix(l) = fd.listener {
-                unix = Some(l);
-                break;
+            match fd.listener {
+                systemd::Listener::Unix(l) if unix.is_none() => unix = Some(l),
+                systemd::Listener::Tcp(l) if fd.name == "metrics" => inherited_metrics = Some(l),
+                _ => tracing::warn!(name = %fd.name, "ignoring an extra socket passed by systemd"),
             }
         }
         let unix = match unix {
@@ -140,19 +151,27 @@ impl Daemon {
         };
         tasks.spawn(server::serve(acceptor, Arc::clone(&state), Role::Api, limits, stop()));
 
-        let mut bind_tcp =
-            |addr: Option<SocketAddr>, role: Role, what: &str| -> Result<Option<SocketAddr>, DaemonError> {
-                let Some(addr) = addr else { return Ok(None) };
-                let listener = std::net::TcpListener::bind(addr)
-                    .and_then(|l| l.set_nonblocking(true).map(|_| l))
-                    .and_then(tokio::net::TcpListener::from_std)
-                    .map_err(|source| DaemonError::Listen { what: format!("{what} {addr}"), source })?;
-                let local = listener.local_addr().ok();
-                tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
-                Ok(local)
+        let mut bind_tcp = |addr: Option<SocketAddr>,
+                            given: Option<std::net::TcpListener>,
+                            role: Role,
+                            what: &str|
+         -> Result<Option<SocketAddr>, DaemonError> {
+            let listener = match (given, addr) {
+                (Some(l), _) => l,
+                (None, Some(addr)) => std::net::TcpListener::bind(addr)
+                    .map_err(|source| DaemonError::Listen { what: format!("{what} {addr}"), source })?,
+                (None, None) => return Ok(None),
             };
-        let metrics_addr = bind_tcp(config.server.metrics, Role::Metrics, "metrics listener")?;
-        let api_addr = bind_tcp(config.server.listen, Role::Api, "API listener")?;
+            let listener = listener
+                .set_nonblocking(true)
+                .and_then(|_| tokio::net::TcpListener::from_std(listener))
+                .map_err(|source| DaemonError::Listen { what: what.to_owned(), source })?;
+            let local = listener.local_addr().ok();
+            tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+            Ok(local)
+        };
+        let metrics_addr = bind_tcp(config.server.metrics, inherited_metrics, Role::Metrics, "metrics listener")?;
+        let api_addr = bind_tcp(config.server.listen, None, Role::Api, "API listener")?;
 
         tasks.spawn(boot(Arc::clone(&broker), Arc::clone(&readiness), config.prefetch.clone(), stop()));
         Ok(Daemon { broker, readiness, socket, metrics_addr, api_addr, shutdown_tx, tasks })
@@ -266,8 +285,15 @@ fn resolve_group(group: &str) -> std::io::Result<u32> {
 }
 
 /// `acr-broker serve`: run until SIGTERM or SIGINT, then drain and exit.
-pub async fn serve(config: Config, clock: SharedClock, banner: Option<String>) -> Result<(), DaemonError> {
-    let daemon = Daemon::start(config, clock).await?;
+///
+/// `inherited` are the sockets systemd passed (taken before the runtime started threads).
+pub async fn serve(
+    config: Config,
+    clock: SharedClock,
+    inherited: Vec<systemd::ListenFd>,
+    banner: Option<String>,
+) -> Result<(), DaemonError> {
+    let daemon = Daemon::start_with_listeners(config, clock, inherited).await?;
     tracing::info!(socket = ?daemon.socket, metrics = ?daemon.metrics_addr, api = ?daemon.api_addr, "acr-broker listening");
     if let Some(b) = banner {
         println!("{b}");

@@ -26,7 +26,7 @@ pub enum BrokerError {
         reason: Option<String>,
     },
     /// Upstream refused: the role chain may not pull from this instance (or the trust is wrong).
-    #[error("denied by {action}: {code}: {message}")]
+    #[error("{message}")]
     Denied {
         /// The upstream action that refused.
         action: &'static str,
@@ -36,7 +36,7 @@ pub enum BrokerError {
         message: String,
     },
     /// Upstream is unavailable, throttling or timing out; try again after `retry_after`.
-    #[error("upstream unavailable ({action}): {code}: {message}")]
+    #[error("upstream unavailable: {message}")]
     Unavailable {
         /// The upstream action.
         action: &'static str,

@@ -125,5 +125,7 @@ fn percent_encode_keeps_unreserved_only() {
 #[test]
 fn one_line_flattens_and_caps() {
     assert_eq!(one_line(" a\n\tb\r\nc "), "a b c");
-    assert_eq!(one_line(&"x".repeat(1000)).len(), 300);
+    assert_eq!(one_line(&"x".repeat(1000)), "x".repeat(1000));
+    let long = one_line(&"x".repeat(2000));
+    assert!(long.starts_with(&"x".repeat(1000)) && long.ends_with(" …"), "truncation is visible");
 }

@@ -118,3 +118,27 @@ async fn node_defaults_apply_only_to_requests_without_annotations() {
     assert_eq!(s, 404, "{v}");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_warms_the_cache_at_boot_and_on_request() {
+    let extra = "prefetch = [\"demo-registry.cn-hangzhou.cr.aliyuncs.com/app/web:1.0\"]\n";
+    // `prefetch` is a top-level key: it must come before any table in the file.
+    let h = Harness::start_with_top_level(broker_world(), extra, "").await;
+    wait_ready(&h, std::time::Duration::from_secs(10)).await;
+    let (_, ready, _) = h.request("GET", "/readyz", None).await;
+    assert!(ready["reason"].as_str().unwrap_or_default().contains("prefetched 1"), "{ready}");
+    assert_eq!(h.emulator.count("GetAuthorizationToken"), 1, "warmed at boot");
+    let (s, v) = h.credentials("demo-registry.cn-hangzhou.cr.aliyuncs.com", &[]).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.emulator.count("GetAuthorizationToken"), 1, "served from the warm cache");
+
+    let body = serde_json::json!({"images": ["registry.cn-hangzhou.aliyuncs.com/team/app:2", "docker.io/library/nginx", "Not An Image!"]});
+    let (s, v, _) = h.request("POST", "/v1/prefetch", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    assert_eq!(results[0]["ok"], true, "{v}");
+    assert_eq!(results[1]["error"]["code"], "not_acr_registry", "{v}");
+    assert_eq!(results[2]["ok"], false, "{v}");
+    h.stop().await;
+}

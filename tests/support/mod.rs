@@ -32,10 +32,15 @@ pub fn broker_world() -> World {
 
 /// A daemon config pointed at `emu`, with `extra` TOML appended (extra tables only).
 pub fn config_for(emu: &Emulator, socket: &std::path::Path, extra: &str) -> Config {
+    config_with_top_level(emu, socket, "", extra)
+}
+
+/// Like [`config_for`], with `top` (top-level keys such as `prefetch`) placed before every table.
+pub fn config_with_top_level(emu: &Emulator, socket: &std::path::Path, top: &str, extra: &str) -> Config {
     let base = emu.base_url();
     let uid = unsafe_free_uid();
     let text = format!(
-        "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{uid}]\n\
+        "{top}[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{uid}]\n\
          [identity]\nsource = \"ecs-ram-role\"\n\
          [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n\
          [service_account_tokens]\noidc_provider_arn = \"acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev\"\n{extra}",
@@ -63,9 +68,19 @@ impl Harness {
     }
 
     pub async fn with_emulator(emulator: Emulator, extra_config: &str, clock: SharedClock) -> Harness {
+        Self::build(emulator, "", extra_config, clock).await
+    }
+
+    /// Starts with top-level config keys (e.g. `prefetch = [...]`) as well as extra tables.
+    pub async fn start_with_top_level(world: World, top: &str, extra_config: &str) -> Harness {
+        let emulator = Emulator::start(world, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator");
+        Self::build(emulator, top, extra_config, acr_broker::clock::system()).await
+    }
+
+    async fn build(emulator: Emulator, top: &str, extra_config: &str, clock: SharedClock) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("broker.sock");
-        let config = config_for(&emulator, &socket, extra_config);
+        let config = config_with_top_level(&emulator, &socket, top, extra_config);
         let daemon = Daemon::start(config, clock).await.expect("daemon starts");
         Harness { emulator, daemon: Some(daemon), socket, dir }
     }

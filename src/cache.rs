@@ -209,8 +209,14 @@ where
         Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
     {
         let now = self.clock.now();
+        // A usable entry set aside by a young lookup, put back if the reload fails (STYLE §6).
+        let mut set_aside = None;
         match self.inner.get(key).await {
-            Some(Slot::Ready(entry)) if young && !entry.is_young(now) => {}
+            Some(Slot::Ready(entry)) if young && !entry.is_young(now) => {
+                if entry.schedule.is_usable(now) {
+                    set_aside = Some(entry);
+                }
+            }
             Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) => {
                 if entry.schedule.should_refresh(now) {
                     self.metrics.cache_event(self.name, CacheEvent::StaleServed);
@@ -241,7 +247,13 @@ where
         match entry.into_value() {
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
-            Slot::Failed { error, .. } => Err(error),
+            Slot::Failed { error, .. } => {
+                if let Some(previous) = set_aside.filter(|e| e.schedule.is_usable(self.clock.now())) {
+                    tracing::debug!(cache = self.name, code = error.code(), "reload failed; keeping the valid entry");
+                    self.inner.insert(key.clone(), Slot::Ready(previous)).await;
+                }
+                Err(error)
+            }
         }
     }
 

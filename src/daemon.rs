@@ -177,13 +177,17 @@ impl Daemon {
         Ok(Daemon { broker, readiness, socket, metrics_addr, api_addr, shutdown_tx, tasks })
     }
 
-    /// Stops accepting, drains in-flight requests, and removes the socket file.
+    /// Removes the socket file, stops accepting, and drains in-flight requests.
+    ///
+    /// The file goes first: new callers are refused at once instead of waiting out the drain,
+    /// and a new daemon can bind the path meanwhile (removing it after the drain would delete
+    /// the new daemon's socket).
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown_tx.send(true);
-        while self.tasks.join_next().await.is_some() {}
         if let Some(path) = &self.socket {
             let _ = std::fs::remove_file(path);
         }
+        let _ = self.shutdown_tx.send(true);
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 

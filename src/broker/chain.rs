@@ -5,6 +5,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::error::EXPIRED_SESSION;
 use super::{Answer, Base, Broker, BrokerError, ChainKey, CredKey, Edition, Issued, Lookup, TargetKey, LOOKUP_TTL};
 use crate::aliyun::{AssumeRoleRequest, AssumeRoleWithOidcRequest, Credentials, DomainKind};
 use crate::ids::{InstanceId, InstanceRef, Region, RoleArn};
@@ -189,9 +190,30 @@ impl Broker {
             } else {
                 self.sessions.get_or_load(&prefix, load).await
             };
+            if let Err(e) = &got {
+                self.forget_expired_signer(chain, i, e).await;
+            }
             creds = got?.0;
         }
         Ok(creds)
+    }
+
+    /// Drops the cached session that signed hop `i` of `chain` when upstream rejected it as
+    /// expired (the node clock lags STS), so the next attempt re-assumes it instead of failing
+    /// until our own schedule says it expired.
+    async fn forget_expired_signer(&self, chain: &ChainKey, i: usize, e: &BrokerError) {
+        if e.code() != EXPIRED_SESSION {
+            return;
+        }
+        tracing::warn!(hop = i, "upstream says a cached session expired (node clock behind?); dropping it");
+        match (&chain.base, i) {
+            (Base::Node, 0) => self.node_identity.invalidate(&()).await,
+            _ => {
+                self.sessions
+                    .invalidate(&ChainKey { base: chain.base.clone(), hops: Arc::from(&chain.hops[..i]) })
+                    .await
+            }
+        }
     }
 
     async fn assume_role(&self, caller: &Credentials, role: &RoleArn) -> Result<Credentials, BrokerError> {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use crate::aliyun::{Error as ApiError, ErrorKind};
 
+/// The upstream code for a security token past its expiry.
+pub(crate) const EXPIRED_SESSION: &str = "InvalidSecurityToken.Expired";
+
 /// A failed credential request.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -65,6 +68,11 @@ impl BrokerError {
     pub fn upstream(action: &'static str, e: ApiError) -> BrokerError {
         let code = e.code().to_owned();
         match e.kind() {
+            // The session we signed with expired (mid-chain, or the node clock lags STS): not a
+            // denial of the role; the next attempt re-assumes, so it must not be remembered.
+            ErrorKind::Denied if code == EXPIRED_SESSION => {
+                BrokerError::Unavailable { action, code, message: e.to_string(), retry_after: Duration::from_secs(1) }
+            }
             ErrorKind::Denied => BrokerError::Denied { action, code, message: e.to_string() },
             ErrorKind::InvalidInput => BrokerError::BadRequest { code: "invalid_request", message: e.to_string() },
             ErrorKind::Malformed => BrokerError::BadUpstream { action, message: e.to_string() },

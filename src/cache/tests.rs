@@ -179,3 +179,23 @@ async fn young_lookup_reloads_an_aged_entry() {
     let (t, o) = c.get_or_load_young(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("reload");
     assert_eq!((t.serial, o), (2, Outcome::Miss));
 }
+
+#[tokio::test]
+async fn failed_young_reload_keeps_the_valid_entry() {
+    let clock = ManualClock::new(epoch(1_000_000));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = cache(&clock);
+    c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("load");
+    clock.advance(Duration::from_secs(700));
+    let failing = || async {
+        Err::<Token, _>(BrokerError::Unavailable {
+            action: "AssumeRole",
+            code: "ServiceUnavailable".into(),
+            message: String::new(),
+            retry_after: Duration::from_secs(1),
+        })
+    };
+    assert!(c.get_or_load_young(&"k", failing).await.is_err(), "the young reload itself fails");
+    let (t, o) = c.get_or_load(&"k", failing).await.expect("the old, still valid entry survives");
+    assert_eq!((t.serial, o), (1, Outcome::Hit));
+}

@@ -208,7 +208,9 @@ pub async fn serve<A: Acceptor>(
             }
         });
     }
-    // Stop accepting, let in-flight requests finish (bounded), then return.
+    // Stop accepting (close the listener now, so queued callers are refused rather than left
+    // waiting), let in-flight requests finish (bounded), then return.
+    drop(acceptor);
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!("all connections drained"),
         _ = tokio::time::sleep(Duration::from_secs(10)) => tracing::warn!("drain timed out; closing remaining connections"),

@@ -10,22 +10,6 @@ use acr_broker::clock::{Clock, ManualClock};
 use acr_emulator::{ErrorInjection, Knobs};
 use support::*;
 
-fn world_with_instances(n: usize) -> acr_emulator::World {
-    let mut text = include_str!("worlds/broker.toml").to_owned();
-    text = text.replace(
-        "\"acs:cr:*:1111111111111111:instance/cri-devaaaaaaaaaaaa01\",",
-        "\"acs:cr:*:1111111111111111:instance/*\",",
-    );
-    for i in 0..n {
-        text.push_str(&format!(
-            "\n[[instances]]\naccount = \"1111111111111111\"\nid = \"cri-herd{i:012}\"\nname = \"herd{i}\"\n\
-             region = \"cn-hangzhou\"\ntoken_service = \"svc-{i}\"\n\
-             domains = [{{ domain = \"herd{i}-registry.cn-hangzhou.cr.aliyuncs.com\", type = \"SYSTEM\", endpoint = \"internet\" }}]\n"
-        ));
-    }
-    acr_emulator::World::from_toml(&text).expect("herd world")
-}
-
 async fn herd(h: &Harness, hosts: &[String], total: usize) {
     let mut tasks = Vec::with_capacity(total);
     let start = tokio::time::Instant::now();

@@ -223,7 +223,7 @@ fn tally(results: &[(Outcome, Duration)]) -> Tally {
 /// touching the new one's socket, and the new one removes it when it stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_a_new_daemon_serves_at_once() {
-    let emu = Emulator::start(common::world_with_instances(KEYS), "127.0.0.1:0".parse().expect("addr"))
+    let emu = Emulator::start(support::world_with_instances(KEYS), "127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("emulator");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -30,6 +30,24 @@ pub fn broker_world() -> World {
     World::from_toml(include_str!("../worlds/broker.toml")).expect("test world parses")
 }
 
+/// The broker test world plus `n` Enterprise instances `herd{i}` in cn-hangzhou that the node
+/// role may pull from: `n` independent credential keys.
+pub fn world_with_instances(n: usize) -> acr_emulator::World {
+    let mut text = include_str!("../worlds/broker.toml").to_owned();
+    text = text.replace(
+        "\"acs:cr:*:1111111111111111:instance/cri-devaaaaaaaaaaaa01\",",
+        "\"acs:cr:*:1111111111111111:instance/*\",",
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "\n[[instances]]\naccount = \"1111111111111111\"\nid = \"cri-herd{i:012}\"\nname = \"herd{i}\"\n\
+             region = \"cn-hangzhou\"\ntoken_service = \"svc-{i}\"\n\
+             domains = [{{ domain = \"herd{i}-registry.cn-hangzhou.cr.aliyuncs.com\", type = \"SYSTEM\", endpoint = \"internet\" }}]\n"
+        ));
+    }
+    acr_emulator::World::from_toml(&text).expect("herd world")
+}
+
 /// A daemon config pointed at `emu`, with `extra` TOML appended (extra tables only).
 pub fn config_for(emu: &Emulator, socket: &std::path::Path, extra: &str) -> Config {
     config_with_top_level(emu, socket, "", extra)

@@ -142,3 +142,41 @@ async fn prefetch_warms_the_cache_at_boot_and_on_request() {
     assert_eq!(results[2]["ok"], false, "{v}");
     h.stop().await;
 }
+
+/// Kubelets send a token for every pod once tokenAttributes are set; a ServiceAccount without
+/// its own role is served like any pod, and one that names a role is served only as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_tokens_are_used_only_for_roles_the_account_names() {
+    let h = Harness::start(broker_world(), "").await;
+    let provider = "acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev";
+    let token = h.emulator.mint_service_account_token(
+        provider,
+        "system:serviceaccount:default:web",
+        "sts.aliyuncs.com",
+        std::time::Duration::from_secs(600),
+    );
+    let body =
+        serde_json::json!({"registry": "demo-registry.cn-hangzhou.cr.aliyuncs.com", "service_account_token": token});
+    let (s, v, _) = h.request("POST", "/v1/credentials", Some(body)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.emulator.count("AssumeRoleWithOIDC"), 0, "no role named: no exchange");
+
+    let own = serde_json::json!({
+        "registry": "demo-registry.cn-hangzhou.cr.aliyuncs.com",
+        "service_account_token": token,
+        "service_account_annotations": {SERVICE_ARNS: "acs:ram::1111111111111111:role/sa-acr-reader"},
+    });
+    let (s, v, _) = h.request("POST", "/v1/credentials", Some(own)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(h.emulator.count("AssumeRoleWithOIDC"), 1);
+
+    // A refused exchange is no credential, never the node identity.
+    let forged = serde_json::json!({
+        "registry": "demo-registry.cn-hangzhou.cr.aliyuncs.com",
+        "service_account_token": format!("{token}x"),
+        "service_account_annotations": {SERVICE_ARNS: "acs:ram::1111111111111111:role/sa-acr-reader"},
+    });
+    let (s, v, _) = h.request("POST", "/v1/credentials", Some(forged)).await;
+    assert_eq!(s, 403, "{v}");
+    h.stop().await;
+}

@@ -238,13 +238,18 @@ impl Broker {
             .map_err(|e| Arc::new(policy_error(e)))?;
         let plan = crate::policy::plan(&host, annotations.as_ref(), &self.config.defaults, &self.config.aliyun.region)
             .map_err(|e| Arc::new(policy_error(e)))?;
-        let chains = self.chains_for(&plan, req)?;
-        self.serve_plan(&plan, &chains, req.service_account_token.as_ref()).await
+        // A service-account token is exchanged only for a role the ServiceAccount itself names.
+        // Kubelets send a token for every pod once tokenAttributes are configured; a pod whose
+        // ServiceAccount asks for no role is served like any other pod (node identity, defaults).
+        let wants_own_role = annotations.as_ref().is_some_and(|a| !a.service_arns.is_empty());
+        let sa_token = req.service_account_token.as_ref().filter(|_| wants_own_role);
+        let chains = self.chains_for(&plan, sa_token)?;
+        self.serve_plan(&plan, &chains, sa_token).await
     }
 
     /// Turns the plan's role chains into cache keys, starting from the node or a service account.
-    fn chains_for(&self, plan: &Plan, req: &CredentialRequest) -> Result<Vec<ChainKey>, Arc<BrokerError>> {
-        let Some(token) = &req.service_account_token else {
+    fn chains_for(&self, plan: &Plan, sa_token: Option<&Secret>) -> Result<Vec<ChainKey>, Arc<BrokerError>> {
+        let Some(token) = sa_token else {
             return Ok(plan
                 .chains
                 .iter()

@@ -9,7 +9,7 @@
 # Idempotent: runs apt-get only when something is missing. Needs root (or sudo) for that.
 set -euo pipefail
 
-packages=(docker-registry skopeo systemd openssl ca-certificates)
+packages=(docker-registry skopeo systemd openssl ca-certificates curl util-linux)
 promtool_dest=/usr/local/bin/promtool
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }

@@ -190,6 +190,21 @@ where
         self.lookup(key, false, load).await
     }
 
+    /// The value for `key` when a fresh entry holds it (usable and not yet due for refresh),
+    /// counted as a hit; `None` otherwise, and then [`get_or_load`](Self::get_or_load) decides.
+    ///
+    /// The hot path tries this first so a hit clones no key and builds no loader.
+    pub async fn get_fresh(&self, key: &K) -> Option<Arc<T>> {
+        let now = self.clock.now();
+        match self.inner.get(key).await {
+            Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) && !entry.schedule.should_refresh(now) => {
+                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                Some(Arc::clone(&entry.value))
+            }
+            _ => None,
+        }
+    }
+
     /// Like [`get_or_load`](Self::get_or_load), but accepts only an entry fetched within the
     /// first tenth of its lifetime, loading a new one otherwise.
     ///
@@ -213,9 +228,7 @@ where
         let mut set_aside = None;
         match self.inner.get(key).await {
             Some(Slot::Ready(entry)) if young && !entry.is_young(now) => {
-                if entry.schedule.is_usable(now) {
-                    set_aside = Some(entry);
-                }
+                set_aside = Some(entry).filter(|e| e.schedule.is_usable(now));
             }
             Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) => {
                 if entry.schedule.should_refresh(now) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::error::EXPIRED_SESSION;
 use super::{Answer, Base, Broker, BrokerError, ChainKey, CredKey, Edition, Issued, Lookup, TargetKey, LOOKUP_TTL};
 use crate::aliyun::{AssumeRoleRequest, AssumeRoleWithOidcRequest, Credentials, DomainKind};
+use crate::cache::Outcome;
 use crate::ids::{InstanceId, InstanceRef, Region, RoleArn};
 use crate::policy::{InstanceSelector, Plan, Target};
 use crate::secret::Secret;
@@ -70,14 +71,19 @@ impl Broker {
             },
         };
         let key = CredKey { region, target, chain: chain.clone() };
-        let (this, k, token) = (Arc::clone(self), key.clone(), sa.cloned());
-        let (credential, outcome) = self
-            .credentials
-            .get_or_load(&key, move || {
-                let (this, k, token) = (Arc::clone(&this), k.clone(), token.clone());
-                async move { this.load_credential(&k, token.as_ref()).await }
-            })
-            .await?;
+        // A fresh hit skips building the loader (no key clone, no closure).
+        let (credential, outcome) = match self.credentials.get_fresh(&key).await {
+            Some(credential) => (credential, Outcome::Hit),
+            None => {
+                let (this, k, token) = (Arc::clone(self), key.clone(), sa.cloned());
+                self.credentials
+                    .get_or_load(&key, move || {
+                        let (this, k, token) = (Arc::clone(&this), k.clone(), token.clone());
+                        async move { this.load_credential(&k, token.as_ref()).await }
+                    })
+                    .await?
+            }
+        };
         Ok(Answer {
             credential,
             registry: plan.host.as_str().to_owned(),
@@ -267,6 +273,9 @@ impl Broker {
         sa: Option<&Secret>,
     ) -> Shared<InstanceId> {
         let key = (region.clone(), name.to_owned(), chain.clone());
+        if let Some(found) = self.instances.get_fresh(&key).await {
+            return Ok(found.value.clone());
+        }
         let (this, token, k) = (Arc::clone(self), sa.cloned(), key.clone());
         let (found, _) = self
             .instances
@@ -315,6 +324,12 @@ impl Broker {
         for c in candidates {
             let region = c.region.clone().unwrap_or_else(|| plan.default_region.clone());
             let key = (host.clone(), region.clone(), c.id.clone(), chain.clone());
+            if let Some(l) = self.domains.get_fresh(&key).await {
+                if l.value {
+                    return Ok((region, c.id.clone()));
+                }
+                continue;
+            }
             let (this, token, k) = (Arc::clone(self), sa.cloned(), key.clone());
             let owns = self
                 .domains

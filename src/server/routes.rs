@@ -240,7 +240,8 @@ async fn serve_credentials(
             ("ok", reply(StatusCode::OK, body))
         }
         Err(e) => {
-            tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = %truncate(&req.registry, 256),
+            // `?` quotes and escapes the caller's raw text so it cannot forge log lines.
+            tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = ?truncate(&req.registry, 256),
                 outcome = e.outcome(), code = e.code(), "credential request refused");
             (e.outcome(), broker_error_reply(&e))
         }

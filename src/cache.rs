@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::broker::BrokerError;
 use crate::clock::SharedClock;
 use crate::config::CacheConfig;
-use crate::metrics::{CacheEvent, Metrics};
+use crate::metrics::{CacheCounters, CacheEvent, Metrics};
 
 /// Something with an upstream expiry.
 pub trait Expiring {
@@ -149,7 +149,7 @@ pub struct ExpiringCache<K, T> {
     inner: moka::future::Cache<K, Slot<T>>,
     clock: SharedClock,
     config: CacheConfig,
-    metrics: Arc<Metrics>,
+    counters: CacheCounters,
 }
 
 impl<K, T> std::fmt::Debug for ExpiringCache<K, T> {
@@ -172,7 +172,7 @@ where
         metrics: Arc<Metrics>,
     ) -> Self {
         let inner = moka::future::Cache::builder().max_capacity(capacity).time_to_idle(config.idle).build();
-        ExpiringCache { name, inner, clock, config, metrics }
+        ExpiringCache { name, inner, clock, config, counters: metrics.cache_counters(name) }
     }
 
     /// Returns a usable value for `key`, loading it with `load` when there is none.
@@ -198,7 +198,7 @@ where
         let now = self.clock.now();
         match self.inner.get(key).await {
             Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) && !entry.schedule.should_refresh(now) => {
-                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                self.counters.record(CacheEvent::Hit);
                 Some(Arc::clone(&entry.value))
             }
             _ => None,
@@ -232,15 +232,15 @@ where
             }
             Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) => {
                 if entry.schedule.should_refresh(now) {
-                    self.metrics.cache_event(self.name, CacheEvent::StaleServed);
+                    self.counters.record(CacheEvent::StaleServed);
                     self.refresh_in_background(key, &entry, Arc::new(load));
                     return Ok((Arc::clone(&entry.value), Outcome::Stale));
                 }
-                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                self.counters.record(CacheEvent::Hit);
                 return Ok((Arc::clone(&entry.value), Outcome::Hit));
             }
             Some(Slot::Failed { error, until }) if now < until => {
-                self.metrics.cache_event(self.name, CacheEvent::Hit);
+                self.counters.record(CacheEvent::Hit);
                 return Err(error);
             }
             _ => {}
@@ -255,8 +255,7 @@ where
             })
             .await;
         let outcome = if entry.is_fresh() { Outcome::Miss } else { Outcome::Coalesced };
-        self.metrics
-            .cache_event(self.name, if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced });
+        self.counters.record(if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced });
         match entry.into_value() {
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
@@ -305,18 +304,18 @@ where
             return;
         }
         let (inner, clock, config, metrics, name) =
-            (self.inner.clone(), Arc::clone(&self.clock), self.config.clone(), Arc::clone(&self.metrics), self.name);
+            (self.inner.clone(), Arc::clone(&self.clock), self.config.clone(), self.counters.clone(), self.name);
         let (key, entry) = (key.clone(), Arc::clone(entry));
         tokio::spawn(async move {
             let result = load().await;
             let now = clock.now();
             match result {
                 Ok(v) => {
-                    metrics.cache_event(name, CacheEvent::RefreshOk);
+                    metrics.record(CacheEvent::RefreshOk);
                     inner.insert(key, Slot::Ready(Arc::new(make_entry(v, now, &config)))).await;
                 }
                 Err(e) => {
-                    metrics.cache_event(name, CacheEvent::RefreshFailed);
+                    metrics.record(CacheEvent::RefreshFailed);
                     let left = entry.schedule.usable_until.duration_since(now).unwrap_or_default();
                     // Try again soon, but not on every request: a tenth of what is left, 1 s to 30 s.
                     let pause = (left / 10).clamp(Duration::from_secs(1), Duration::from_secs(30));

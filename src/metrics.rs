@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Where a request came from.
@@ -223,15 +223,15 @@ impl Metrics {
         InFlightGuard(&self.upstream_in_flight)
     }
 
-    /// Counts a cache event for `cache` (one of [`CACHES`]).
-    pub fn cache_event(&self, cache: &str, event: CacheEvent) {
-        match event {
-            CacheEvent::Hit => self.cache_hits.with_label_values(&[cache]).inc(),
-            CacheEvent::Miss => self.cache_misses.with_label_values(&[cache]).inc(),
-            CacheEvent::Coalesced => self.cache_coalesced.with_label_values(&[cache]).inc(),
-            CacheEvent::StaleServed => self.cache_stale_served.with_label_values(&[cache]).inc(),
-            CacheEvent::RefreshOk => self.cache_refreshes.with_label_values(&[cache, "ok"]).inc(),
-            CacheEvent::RefreshFailed => self.cache_refreshes.with_label_values(&[cache, "error"]).inc(),
+    /// The counters of `cache` (one of [`CACHES`]).
+    pub fn cache_counters(&self, cache: &str) -> CacheCounters {
+        CacheCounters {
+            hit: self.cache_hits.with_label_values(&[cache]),
+            miss: self.cache_misses.with_label_values(&[cache]),
+            coalesced: self.cache_coalesced.with_label_values(&[cache]),
+            stale: self.cache_stale_served.with_label_values(&[cache]),
+            refresh_ok: self.cache_refreshes.with_label_values(&[cache, "ok"]),
+            refresh_failed: self.cache_refreshes.with_label_values(&[cache, "error"]),
         }
     }
 
@@ -265,6 +265,31 @@ impl Default for Metrics {
     }
 }
 
+/// One cache's counters, resolved once so a hit does not hash label values.
+#[derive(Debug, Clone)]
+pub struct CacheCounters {
+    hit: prometheus::IntCounter,
+    miss: prometheus::IntCounter,
+    coalesced: prometheus::IntCounter,
+    stale: prometheus::IntCounter,
+    refresh_ok: prometheus::IntCounter,
+    refresh_failed: prometheus::IntCounter,
+}
+
+impl CacheCounters {
+    /// Counts one event.
+    pub fn record(&self, event: CacheEvent) {
+        match event {
+            CacheEvent::Hit => self.hit.inc(),
+            CacheEvent::Miss => self.miss.inc(),
+            CacheEvent::Coalesced => self.coalesced.inc(),
+            CacheEvent::StaleServed => self.stale.inc(),
+            CacheEvent::RefreshOk => self.refresh_ok.inc(),
+            CacheEvent::RefreshFailed => self.refresh_failed.inc(),
+        }
+    }
+}
+
 /// Something that happened in a cache, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheEvent {
@@ -280,11 +305,6 @@ pub enum CacheEvent {
     RefreshOk,
     /// A background refresh failed; the old entry stays while valid.
     RefreshFailed,
-}
-
-/// A histogram helper for benches and tests that want a standalone latency series.
-pub fn standalone_histogram(name: &str) -> Option<Histogram> {
-    Histogram::with_opts(HistogramOpts::new(name, "standalone").buckets(LATENCY_BUCKETS.to_vec())).ok()
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ impl Broker {
             registry: plan.host.as_str().to_owned(),
             chain: chain_arns(chain),
             outcome,
-            via_service_account: matches!(chain.base, Base::ServiceAccount { .. }),
+            via_service_account: matches!(chain.base, Base::ServiceAccount(_)),
         })
     }
 
@@ -161,7 +161,8 @@ impl Broker {
     ) -> Shared<Arc<Credentials>> {
         let mut creds = match &chain.base {
             Base::Node => self.node_credentials().await?,
-            Base::ServiceAccount { role, .. } => {
+            Base::ServiceAccount(sa_base) => {
+                let role = &sa_base.role;
                 let key = ChainKey { base: chain.base.clone(), hops: Arc::from(Vec::new()) };
                 let token = sa.cloned().ok_or_else(|| {
                     Arc::new(BrokerError::bad_request(
@@ -379,7 +380,7 @@ fn domain_matches(domain: &str, asked: &str) -> bool {
 fn chain_arns(chain: &ChainKey) -> Arc<[RoleArn]> {
     match &chain.base {
         Base::Node => Arc::clone(&chain.hops),
-        Base::ServiceAccount { role, .. } => std::iter::once(role.clone()).chain(chain.hops.iter().cloned()).collect(),
+        Base::ServiceAccount(sa) => std::iter::once(sa.role.clone()).chain(chain.hops.iter().cloned()).collect(),
     }
 }
 

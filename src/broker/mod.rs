@@ -99,13 +99,17 @@ pub struct Answer {
 pub enum Base {
     /// The node's identity.
     Node,
-    /// A service-account token exchanged for `role` (key: SHA-256 of the token, never the token).
-    ServiceAccount {
-        /// SHA-256 of the token.
-        token_hash: [u8; 32],
-        /// The role the token is exchanged for.
-        role: RoleArn,
-    },
+    /// A service-account token exchanged for a role (behind an `Arc` so every key stays small).
+    ServiceAccount(Arc<ServiceAccountBase>),
+}
+
+/// A service-account token and the role it is exchanged for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceAccountBase {
+    /// SHA-256 of the token (the key never holds the token itself).
+    pub token_hash: [u8; 32],
+    /// The role the token is exchanged for.
+    pub role: RoleArn,
 }
 
 /// A chain of roles from a base identity: the key of STS sessions and of everything loaded with them.
@@ -275,7 +279,7 @@ impl Broker {
             .iter()
             .filter(|c| c.0.first() == Some(&first))
             .map(|c| ChainKey {
-                base: Base::ServiceAccount { token_hash, role: first.clone() },
+                base: Base::ServiceAccount(Arc::new(ServiceAccountBase { token_hash, role: first.clone() })),
                 hops: Arc::from(&c.0[1..]),
             })
             .collect())

@@ -180,6 +180,8 @@ pub struct Broker {
     domains: ExpiringCache<(String, Region, InstanceId, ChainKey), Lookup<bool>>,
     credentials: ExpiringCache<CredKey, Issued>,
     working_chain: moka::sync::Cache<u64, usize>,
+    /// One shared copy of each distinct role chain, so cache keys do not each hold their own.
+    interned_chains: moka::sync::Cache<Arc<[RoleArn]>, Arc<[RoleArn]>>,
     session_name: String,
 }
 
@@ -214,6 +216,7 @@ impl Broker {
                 Arc::clone(&metrics),
             ),
             working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
+            interned_chains: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             session_name: session_name_for_host(),
             client,
             identity,
@@ -254,11 +257,7 @@ impl Broker {
     /// Turns the plan's role chains into cache keys, starting from the node or a service account.
     fn chains_for(&self, plan: &Plan, sa_token: Option<&Secret>) -> Result<Vec<ChainKey>, Arc<BrokerError>> {
         let Some(token) = sa_token else {
-            return Ok(plan
-                .chains
-                .iter()
-                .map(|c| ChainKey { base: Base::Node, hops: Arc::from(c.0.as_slice()) })
-                .collect());
+            return Ok(plan.chains.iter().map(|c| ChainKey { base: Base::Node, hops: self.intern(&c.0) }).collect());
         };
         if self.config.oidc_provider_arn.is_none() {
             return Err(Arc::new(BrokerError::bad_request(
@@ -280,9 +279,19 @@ impl Broker {
             .filter(|c| c.0.first() == Some(&first))
             .map(|c| ChainKey {
                 base: Base::ServiceAccount(Arc::new(ServiceAccountBase { token_hash, role: first.clone() })),
-                hops: Arc::from(&c.0[1..]),
+                hops: self.intern(&c.0[1..]),
             })
             .collect())
+    }
+
+    /// The shared copy of a role chain (looked up by slice: no allocation when known).
+    fn intern(&self, hops: &[RoleArn]) -> Arc<[RoleArn]> {
+        if let Some(shared) = self.interned_chains.get(hops) {
+            return shared;
+        }
+        let shared: Arc<[RoleArn]> = Arc::from(hops);
+        self.interned_chains.insert(Arc::clone(&shared), Arc::clone(&shared));
+        shared
     }
 
     /// Whether the node identity can be obtained now (readiness).

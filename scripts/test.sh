@@ -52,12 +52,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 done_step
 
 if command -v cargo-nextest >/dev/null 2>&1; then
-    begin "cargo nextest run --workspace"
-    cargo nextest run --workspace
-    done_step
-    # nextest does not run doctests.
+    # nextest does not run doctests; run them first so nextest's summary closes the output.
     begin "cargo test --workspace --doc"
     cargo test --workspace --doc
+    done_step
+    begin "cargo nextest run --workspace"
+    cargo nextest run --workspace
     done_step
 else
     begin "cargo test --workspace"

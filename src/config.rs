@@ -58,7 +58,7 @@ pub struct ConfigError {
 /// Which base identity the node uses.
 #[derive(Debug, Clone)]
 pub enum IdentityConfig {
-    /// The SDK order: environment, then OIDC env, then ECS RAM role.
+    /// The SDK order: environment, then OIDC env, then the credentials file if it exists, then ECS RAM role.
     Default,
     /// `ALIBABA_CLOUD_ACCESS_KEY_ID` / `_SECRET` / `_SECURITY_TOKEN`.
     Env,
@@ -68,6 +68,9 @@ pub enum IdentityConfig {
     EcsRamRole { role_name: Option<String>, imdsv1_disabled: bool },
     /// RRSA: a service-account token file exchanged with AssumeRoleWithOIDC.
     Oidc { role_arn: String, provider_arn: String, token_file: PathBuf },
+    /// A profile of the SDK credentials file (`access_key` or `sts`), re-read on every fetch.
+    /// `profile_file: None` means `ALIBABA_CLOUD_CREDENTIALS_FILE`, else `~/.alibabacloud/credentials`.
+    Profile { profile_file: Option<PathBuf>, profile_name: String },
 }
 
 /// Cache knobs (see the `[cache]` table in the README).
@@ -265,6 +268,8 @@ struct RawIdentity {
     role_arn: Option<String>,
     oidc_provider_arn: Option<String>,
     oidc_token_file: Option<PathBuf>,
+    profile_file: Option<PathBuf>,
+    profile_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -515,11 +520,21 @@ fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<Identi
                 return None;
             }
         },
+        "profile" => {
+            if let Some(p) = raw.profile_file.as_ref().filter(|p| p.is_relative()) {
+                issues.push("identity", "profile_file", format!("{}: must be an absolute path", p.display()));
+            }
+            let profile_name = raw.profile_name.unwrap_or_else(|| crate::aliyun::identity::DEFAULT_PROFILE.to_owned());
+            if let Err(e) = crate::aliyun::identity::validate_profile_name(&profile_name) {
+                issues.push("identity", "profile_name", e);
+            }
+            IdentityConfig::Profile { profile_file: raw.profile_file, profile_name }
+        }
         other => {
             issues.push(
                 "identity",
                 "source",
-                format!("{other:?}: expected one of default, env, static, ecs-ram-role, oidc"),
+                format!("{other:?}: expected one of default, env, static, ecs-ram-role, oidc, profile"),
             );
             return None;
         }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::aliyun::identity::{source_from_env, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, StaticSource};
+use crate::aliyun::identity::{
+    source_from_env, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, ProfileSource, StaticSource,
+};
 use crate::aliyun::{Client, Endpoints, Timeouts};
 use crate::broker::Broker;
 use crate::clock::SharedClock;
@@ -82,6 +84,14 @@ pub fn identity_from_config(config: &Config, client: &Client) -> Result<Arc<dyn 
             String::from("acr-broker"),
             3600,
         )?),
+        IdentityConfig::Profile { profile_file, profile_name } => {
+            let file = profile_file.clone().or_else(|| ProfileSource::default_file(&env)).ok_or_else(|| {
+                crate::aliyun::Error::NoIdentity(String::from(
+                    "[identity] source = \"profile\" without profile_file, and neither ALIBABA_CLOUD_CREDENTIALS_FILE nor HOME is set",
+                ))
+            })?;
+            Arc::new(ProfileSource::new(file, profile_name.clone())?)
+        }
     })
 }
 

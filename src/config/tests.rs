@@ -87,3 +87,41 @@ fn secrets_in_config_do_not_reach_debug_output() {
     let c = Config::from_toml(text, "t").expect("valid");
     assert!(!format!("{c:?}").contains("s3cr3t-value-xyz"));
 }
+
+#[test]
+fn profile_source_defaults_and_overrides() {
+    let c = Config::from_toml("[identity]\nsource = \"profile\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t")
+        .expect("valid");
+    match c.identity {
+        IdentityConfig::Profile { profile_file, profile_name } => {
+            assert_eq!(profile_file, None);
+            assert_eq!(profile_name, "default");
+        }
+        other => panic!("expected profile, got {other:?}"),
+    }
+    let text = "[identity]\nsource = \"profile\"\nprofile_file = \"/etc/acr-broker/credentials\"\n\
+                profile_name = \"prod\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    match Config::from_toml(text, "t").expect("valid").identity {
+        IdentityConfig::Profile { profile_file, profile_name } => {
+            assert_eq!(profile_file, Some(PathBuf::from("/etc/acr-broker/credentials")));
+            assert_eq!(profile_name, "prod");
+        }
+        other => panic!("expected profile, got {other:?}"),
+    }
+}
+
+#[test]
+fn profile_source_rejects_bad_values_and_unknown_keys() {
+    let text = "[identity]\nsource = \"profile\"\nprofile_file = \"credentials\"\nprofile_name = \"[x]\"\n\
+                [aliyun]\nregion = \"cn-hangzhou\"\n";
+    let e = Config::from_toml(text, "t").expect_err("invalid");
+    let keys: Vec<(&str, Option<usize>)> = e.issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(keys, [("identity.profile_file", Some(3)), ("identity.profile_name", Some(4))]);
+    let typo = "[identity]\nsource = \"profile\"\nprofile_path = \"/etc/creds\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    let e = Config::from_toml(typo, "t").expect_err("unknown key");
+    assert!(e.to_string().contains("profile_path"), "{e}");
+    assert_eq!(e.issues[0].line, Some(3));
+    let e = Config::from_toml("[identity]\nsource = \"profiles\"\n[aliyun]\nregion = \"cn-hangzhou\"\n", "t")
+        .expect_err("unknown source");
+    assert!(e.to_string().contains("profile"), "{e}");
+}

@@ -1,11 +1,14 @@
-//! Where the node's own credentials come from: static keys, environment, ECS RAM role, OIDC.
+//! Where the node's own credentials come from: static keys, environment, ECS RAM role, OIDC,
+//! the SDK credentials file.
 //!
 //! Each source answers "give me credentials now"; caching and refresh-ahead live in the broker's
 //! cache, not here. [`DefaultChain::from_env`] picks a source the way the official SDKs do
-//! (env AK → OIDC/RRSA → ECS metadata, first configured wins; `reference/aliyun-api.md` §3.2).
+//! (env AK → OIDC/RRSA → credentials file → ECS metadata, first configured wins;
+//! `reference/aliyun-api.md` §3.2; the aliyun-CLI `config.json` step is not implemented).
 
 mod ecs;
 mod oidc;
+mod profile;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 
 pub use ecs::EcsRamRoleSource;
 pub use oidc::OidcSource;
+pub use profile::{validate_profile_name, ProfileSource, DEFAULT_FILES, DEFAULT_PROFILE};
 
 use super::{Client, Credentials, Error};
 use crate::secret::Secret;
@@ -24,7 +28,7 @@ pub type FetchFuture<'a> = Pin<Box<dyn Future<Output = Result<Credentials, Error
 pub trait IdentitySource: Send + Sync + std::fmt::Debug {
     /// Fetches credentials now (no caching inside the source).
     fn fetch(&self) -> FetchFuture<'_>;
-    /// Short name for logs and metrics (`static`, `env`, `ecs-ram-role`, `oidc`).
+    /// Short name for logs and metrics (`static`, `env`, `ecs-ram-role`, `oidc`, `profile`).
     fn name(&self) -> &'static str;
 }
 
@@ -53,6 +57,10 @@ pub mod env_vars {
     pub const ECS_METADATA_DISABLED: &str = "ALIBABA_CLOUD_ECS_METADATA_DISABLED";
     /// `true` requires the hardened (token) metadata mode.
     pub const IMDSV1_DISABLED: &str = "ALIBABA_CLOUD_IMDSV1_DISABLED";
+    /// Path of the SDK credentials file (INI); default `~/.alibabacloud/credentials`.
+    pub const CREDENTIALS_FILE: &str = "ALIBABA_CLOUD_CREDENTIALS_FILE";
+    /// Section of the credentials file to use; default `default`.
+    pub const PROFILE: &str = "ALIBABA_CLOUD_PROFILE";
 }
 
 /// Session name used when none is configured.
@@ -153,6 +161,7 @@ pub struct DefaultChain {
 
 impl DefaultChain {
     /// Picks env AK, else OIDC (only when role ARN, provider ARN and token file are all set),
+    /// else the credentials file (only when it exists, see [`ProfileSource::from_lookup`]),
     /// else ECS RAM role (unless `ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`).
     pub fn from_env(lookup: EnvLookup<'_>, client: &Client) -> Result<DefaultChain, Error> {
         if let Some(env) = EnvSource::from_lookup(lookup)? {
@@ -166,6 +175,9 @@ impl DefaultChain {
                 non_empty(lookup, env_vars::ROLE_SESSION_NAME).unwrap_or_else(|| DEFAULT_SESSION_NAME.to_owned());
             let source = OidcSource::new(client.clone(), role, provider, file.into(), session, 3600)?;
             return Ok(DefaultChain::with(Box::new(source)));
+        }
+        if let Some(profile) = ProfileSource::from_lookup(lookup)? {
+            return Ok(DefaultChain::with(Box::new(profile)));
         }
         if is_true(lookup, env_vars::ECS_METADATA_DISABLED) {
             return Ok(DefaultChain { selected: None });
@@ -191,12 +203,14 @@ impl IdentitySource for DefaultChain {
             Some(s) => s.fetch(),
             None => Box::pin(async {
                 Err(Error::NoIdentity(format!(
-                    "no credentials in the environment ({} / {}), no OIDC settings ({}, {}, {}), and the ECS metadata source is disabled ({}=true)",
+                    "no credentials in the environment ({} / {}), no OIDC settings ({}, {}, {}), no credentials file ({} or ~/{}), and the ECS metadata source is disabled ({}=true)",
                     env_vars::ACCESS_KEY_ID,
                     env_vars::ACCESS_KEY_SECRET,
                     env_vars::ROLE_ARN,
                     env_vars::OIDC_PROVIDER_ARN,
                     env_vars::OIDC_TOKEN_FILE,
+                    env_vars::CREDENTIALS_FILE,
+                    DEFAULT_FILES[0],
                     env_vars::ECS_METADATA_DISABLED
                 )))
             }),

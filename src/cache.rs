@@ -245,18 +245,32 @@ where
             }
             _ => {}
         }
-        let clock = Arc::clone(&self.clock);
-        let entry = self
-            .inner
-            .entry_by_ref(key)
-            .or_insert_with_if(self.load_slot(&load), move |slot| {
-                let now = clock.now();
-                !slot.still_good(now) || (young && matches!(slot, Slot::Ready(e) if !e.is_young(now)))
+        let (clock, inner, owned_key, init) =
+            (Arc::clone(&self.clock), self.inner.clone(), key.clone(), self.load_slot(&load));
+        // The shared load runs in its own task: a caller that disconnects must not abort a load
+        // the other waiters (and the account's STS quota) are already paying for.
+        let joined = tokio::spawn(async move {
+            let entry = inner
+                .entry(owned_key)
+                .or_insert_with_if(init, move |slot| {
+                    let now = clock.now();
+                    !slot.still_good(now) || (young && matches!(slot, Slot::Ready(e) if !e.is_young(now)))
+                })
+                .await;
+            (entry.is_fresh(), entry.into_value())
+        })
+        .await;
+        let (fresh, slot) = joined.map_err(|e| {
+            Arc::new(BrokerError::Unavailable {
+                action: self.name,
+                code: String::from("LoadAborted"),
+                message: format!("the {} load ended early: {e}", self.name),
+                retry_after: Duration::from_secs(1),
             })
-            .await;
-        let outcome = if entry.is_fresh() { Outcome::Miss } else { Outcome::Coalesced };
+        })?;
+        let outcome = if fresh { Outcome::Miss } else { Outcome::Coalesced };
         self.counters.record(if outcome == Outcome::Miss { CacheEvent::Miss } else { CacheEvent::Coalesced });
-        match entry.into_value() {
+        match slot {
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
             Slot::Failed { error, .. } => {
@@ -307,6 +321,8 @@ where
             (self.inner.clone(), Arc::clone(&self.clock), self.config.clone(), self.counters.clone(), self.name);
         let (key, entry) = (key.clone(), Arc::clone(entry));
         tokio::spawn(async move {
+            // Cleared however the task ends (even a panic), so refresh-ahead never stalls.
+            let _refreshing = ClearRefreshing(Arc::clone(&entry));
             let result = load().await;
             let now = clock.now();
             match result {
@@ -324,7 +340,6 @@ where
                         remaining_secs = left.as_secs(), "refresh failed; serving the cached value while it is valid");
                 }
             }
-            entry.refreshing.store(false, Ordering::Release);
         });
     }
 
@@ -351,6 +366,15 @@ where
     /// The cache's name in metrics.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+}
+
+/// Clears an entry's refresh-in-flight flag when dropped.
+struct ClearRefreshing<T>(Arc<Entry<T>>);
+
+impl<T> Drop for ClearRefreshing<T> {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
     }
 }
 

@@ -25,6 +25,9 @@ pub const DEFAULT_CR_ENDPOINT: &str = "https://cr.{region}.aliyuncs.com";
 /// Default STS endpoint template (regional STS); `{region}` is the node's region.
 pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.{region}.aliyuncs.com";
 
+/// Upper bound for connection and concurrency limits (tokio semaphores panic far above it).
+const MAX_LIMIT: usize = 65_536;
+
 /// A configuration problem, with the line it was found on when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -474,10 +477,10 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
         s.allowed_gids = g;
     }
     if let Some(n) = raw.max_connections {
-        if n == 0 {
-            issues.push("server", "max_connections", "must be at least 1");
+        if !(1..=MAX_LIMIT).contains(&n) {
+            issues.push("server", "max_connections", format!("{n}: must be 1..={MAX_LIMIT}"));
         }
-        s.max_connections = n.max(1);
+        s.max_connections = n.clamp(1, MAX_LIMIT);
     }
     if let Some(t) = raw.header_timeout_seconds {
         s.header_timeout = Duration::from_secs(t.clamp(1, 300));
@@ -575,6 +578,9 @@ fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConf
     let sts = raw.sts_endpoint.unwrap_or_else(|| DEFAULT_STS_ENDPOINT.to_owned());
     let cr = raw.cr_endpoint.unwrap_or_else(|| DEFAULT_CR_ENDPOINT.to_owned());
     let md = raw.metadata_endpoint.unwrap_or_else(|| DEFAULT_METADATA.to_owned());
+    if md.contains("{region}") {
+        issues.push("aliyun", "metadata_endpoint", "the metadata address has no {region} placeholder");
+    }
     let sample = |u: &str| u.replace("{region}", "cn-hangzhou");
     for (key, url, plain) in
         [("sts_endpoint", &sts, None), ("cr_endpoint", &cr, None), ("metadata_endpoint", &md, Some("100.100.100.200"))]
@@ -676,7 +682,10 @@ fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfi
         u.sts_burst = b.max(1);
     }
     if let Some(m) = raw.max_concurrent {
-        u.max_concurrent = m.max(1);
+        if !(1..=MAX_LIMIT).contains(&m) {
+            issues.push("upstream", "max_concurrent", format!("{m}: must be 1..={MAX_LIMIT}"));
+        }
+        u.max_concurrent = m.clamp(1, MAX_LIMIT);
     }
     if let Some(a) = raw.max_attempts {
         if !(1..=10).contains(&a) {
@@ -686,10 +695,16 @@ fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfi
     }
     let ms = Duration::from_millis;
     if let Some(v) = raw.backoff_base_ms {
-        u.backoff_base = ms(v.max(1));
+        if !(1..=10_000).contains(&v) {
+            issues.push("upstream", "backoff_base_ms", format!("{v}: must be 1..=10000"));
+        }
+        u.backoff_base = ms(v.clamp(1, 10_000));
     }
     if let Some(v) = raw.backoff_max_ms {
-        u.backoff_max = ms(v.max(1));
+        if !(1..=120_000).contains(&v) {
+            issues.push("upstream", "backoff_max_ms", format!("{v}: must be 1..=120000"));
+        }
+        u.backoff_max = ms(v.clamp(1, 120_000));
     }
     if let Some(v) = raw.api_timeout_ms {
         u.api_timeout = ms(v.clamp(100, 120_000));

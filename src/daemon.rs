@@ -238,7 +238,11 @@ async fn boot(
     let summary = if prefetch.is_empty() {
         String::from("ready")
     } else {
-        let results = broker.prefetch(&prefetch).await;
+        let results = tokio::select! {
+            // Shutdown must not wait for a prefetch stuck behind a throttled upstream.
+            _ = &mut stop => return,
+            r = broker.prefetch(&prefetch) => r,
+        };
         let failed: Vec<String> = results
             .iter()
             .filter_map(|(image, r)| r.as_ref().err().map(|e| format!("{image}: {}", e.code())))

@@ -180,3 +180,22 @@ async fn service_account_tokens_are_used_only_for_roles_the_account_names() {
     assert_eq!(s, 403, "{v}");
     h.stop().await;
 }
+
+/// Every chain tried costs STS calls: a pod cannot ask for more than 16 of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_chain_explosion_is_refused_before_any_sts_call() {
+    let h = Harness::start(broker_world(), "").await;
+    let services: Vec<String> = (0..5).map(|i| format!("acs:ram::1111111111111111:role/svc-{i}")).collect();
+    let users: Vec<String> = (0..4).map(|i| format!("acs:ram::2222222222222222:role/user-{i}")).collect();
+    let (joined_s, joined_u) = (services.join(","), users.join(","));
+    let (status, v) = h
+        .credentials(
+            "partner-registry.cn-beijing.cr.aliyuncs.com",
+            &[(SERVICE_ARNS, &joined_s), (USER_ARNS, &joined_u)],
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "too_many_role_chains");
+    assert_eq!(h.emulator.count("AssumeRole"), 0);
+    h.stop().await;
+}

@@ -213,7 +213,8 @@ fn classify_upstream(code: &str, status: u16, has_retry_after: bool) -> ErrorKin
         return ErrorKind::Denied;
     }
     match status {
-        500..=599 => ErrorKind::Transient,
+        // 407/408/429 come from proxies and gateways on the way, not from the service's verdict.
+        500..=599 | 407 | 408 | 429 => ErrorKind::Transient,
         400 => ErrorKind::InvalidInput,
         _ => ErrorKind::Denied,
     }

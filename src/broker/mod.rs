@@ -163,6 +163,9 @@ impl Expiring for Credentials {
     }
 }
 
+/// Most role chains (service roles x user roles) one request may ask to be tried.
+pub const MAX_CHAINS: usize = 16;
+
 /// How long instance and domain lookups are trusted.
 pub const LOOKUP_TTL: Duration = Duration::from_secs(3600);
 
@@ -256,6 +259,16 @@ impl Broker {
 
     /// Turns the plan's role chains into cache keys, starting from the node or a service account.
     fn chains_for(&self, plan: &Plan, sa_token: Option<&Secret>) -> Result<Vec<ChainKey>, Arc<BrokerError>> {
+        if plan.chains.len() > MAX_CHAINS {
+            // Every chain tried costs STS calls; one pod must not spend the node's budget.
+            return Err(Arc::new(BrokerError::bad_request(
+                "too_many_role_chains",
+                format!(
+                    "acr-service-arns x acr-user-arns make {} role chains; at most {MAX_CHAINS} are tried",
+                    plan.chains.len()
+                ),
+            )));
+        }
         let Some(token) = sa_token else {
             return Ok(plan.chains.iter().map(|c| ChainKey { base: Base::Node, hops: self.intern(&c.0) }).collect());
         };

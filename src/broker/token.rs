@@ -86,12 +86,23 @@ impl Broker {
             .call(Api::Other, action, || self.client.transport().get(&url, &headers))
             .await
             .map_err(|e| Arc::new(BrokerError::upstream(action, e)))?;
-        if status != 200 {
-            return Err(Arc::new(BrokerError::Denied {
-                action,
-                code: format!("HTTP{status}"),
-                message: format!("the token realm refused the ACR credential (HTTP {status})"),
-            }));
+        match status {
+            200 => {}
+            429 | 500..=599 => {
+                return Err(Arc::new(BrokerError::Unavailable {
+                    action,
+                    code: format!("HTTP{status}"),
+                    message: format!("the token realm is unavailable (HTTP {status})"),
+                    retry_after: Duration::from_secs(2),
+                }))
+            }
+            _ => {
+                return Err(Arc::new(BrokerError::Denied {
+                    action,
+                    code: format!("HTTP{status}"),
+                    message: format!("the token realm refused the ACR credential (HTTP {status})"),
+                }))
+            }
         }
         if body.len() > MAX_REALM_BODY {
             return Err(Arc::new(BrokerError::BadUpstream { action, message: String::from("realm answer too large") }));

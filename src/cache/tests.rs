@@ -199,3 +199,27 @@ async fn failed_young_reload_keeps_the_valid_entry() {
     let (t, o) = c.get_or_load(&"k", failing).await.expect("the old, still valid entry survives");
     assert_eq!((t.serial, o), (1, Outcome::Hit));
 }
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_abort_the_shared_load() {
+    let clock = ManualClock::new(epoch(1_000_000));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::new(cache(&clock));
+    let slow = {
+        let (clock, calls) = (clock.clone(), calls.clone());
+        move || {
+            let (clock, calls) = (clock.clone(), calls.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, BrokerError>(Token { serial: 1, expires_at: clock.now() + Duration::from_secs(3600) })
+            }
+        }
+    };
+    // The first caller gives up after 20 ms (a helper timing out, a client disconnecting).
+    let impatient = tokio::time::timeout(Duration::from_millis(20), c.get_or_load(&"k", slow.clone())).await;
+    assert!(impatient.is_err());
+    let (t, _) = c.get_or_load(&"k", slow).await.expect("the load went on without its first caller");
+    assert_eq!(t.serial, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call, not two");
+}

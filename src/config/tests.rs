@@ -125,3 +125,17 @@ fn profile_source_rejects_bad_values_and_unknown_keys() {
         .expect_err("unknown source");
     assert!(e.to_string().contains("profile"), "{e}");
 }
+
+#[test]
+fn limits_and_backoff_are_bounded() {
+    let text = "[server]\nmax_connections = 99999999999\n[aliyun]\nregion = \"cn-hangzhou\"\n\
+                metadata_endpoint = \"http://100.100.100.200/{region}\"\n\
+                [upstream]\nmax_concurrent = 0\nbackoff_base_ms = 3600000\n";
+    let e = Config::from_toml(text, "t").expect_err("out of range");
+    let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+    for k in
+        ["server.max_connections", "upstream.max_concurrent", "upstream.backoff_base_ms", "aliyun.metadata_endpoint"]
+    {
+        assert!(keys.contains(&k), "{k} not reported: {keys:?}");
+    }
+}

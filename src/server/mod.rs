@@ -198,6 +198,8 @@ pub async fn serve<A: Acceptor>(
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
+            // A refused peer gets one 403 and the connection closes; it cannot hold a slot.
+            .keep_alive(peer.allowed)
             .max_buf_size(16 * 1024)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

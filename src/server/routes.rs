@@ -14,6 +14,9 @@ use super::{Peer, Role, State};
 use crate::broker::{Answer, BrokerError, CredentialRequest, TokenRequest};
 use crate::secret::Secret;
 
+/// Time allowed for a request body to arrive once the headers did.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Largest request body accepted (413 beyond).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -241,7 +244,7 @@ async fn serve_credentials(
         }
         Err(e) => {
             // `?` quotes and escapes the caller's raw text so it cannot forge log lines.
-            tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = ?truncate(&req.registry, 256),
+            tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = ?truncate(without_userinfo(&req.registry), 256),
                 outcome = e.outcome(), code = e.code(), "credential request refused");
             (e.outcome(), broker_error_reply(&e))
         }
@@ -297,10 +300,18 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Inc
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let bytes = match Limited::new(req.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
-        Err(e) => {
+    let collect = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY_BYTES).collect());
+    let bytes = match collect.await {
+        Err(_) => {
+            return Err(error_reply(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                &format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+            ))
+        }
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(too_large()),
+        Ok(Err(e)) => {
             return Err(error_reply(StatusCode::BAD_REQUEST, "body_read_failed", &format!("reading the body: {e}")))
         }
     };
@@ -316,6 +327,11 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&decoded).into_owned()
 }
 
+/// The text after any `user:pass@`, so a caller's mistake never writes a password to the log.
+fn without_userinfo(s: &str) -> &str {
+    s.rsplit_once('@').map_or(s, |(_, host)| host)
+}
+
 fn truncate(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
@@ -326,6 +342,12 @@ fn truncate(s: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_text_drops_userinfo() {
+        assert_eq!(without_userinfo("user:hunter2@registry.example.com"), "registry.example.com");
+        assert_eq!(without_userinfo("registry.example.com"), "registry.example.com");
+    }
 
     #[test]
     fn registry_path_segments_decode() {

@@ -169,6 +169,10 @@ async fn service_account_tokens_are_used_only_for_roles_the_account_names() {
     let (s, v, _) = h.request("POST", "/v1/credentials", Some(own)).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(h.emulator.count("AssumeRoleWithOIDC"), 1);
+    // Never served past the token that earned it (the token lives 600 s, the session 3600 s).
+    let expires = acr_broker::clock::parse_rfc3339(v["expires_at"].as_str().unwrap_or_default()).expect("expires_at");
+    let horizon = std::time::SystemTime::UNIX_EPOCH.elapsed().map(|d| d.as_secs()).unwrap_or(0) + 601;
+    assert!(expires <= std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(horizon), "{v}");
 
     // A refused exchange is no credential, never the node identity.
     let forged = serde_json::json!({

@@ -113,10 +113,15 @@ impl Broker {
                     .map_err(|e| BrokerError::upstream(action, e))?
             }
         };
-        let expires_at = match creds.expires_at {
+        let mut expires_at = match creds.expires_at {
             Some(session_end) => token.expires_at.min(session_end),
             None => token.expires_at,
         };
+        // A credential earned with a service-account token is not served past that token's
+        // life: whoever replays an expired token must not hit the cache.
+        if let Some(token_end) = sa.and_then(|t| jwt_expiry(t.expose_secret())) {
+            expires_at = expires_at.min(token_end);
+        }
         tracing::info!(region, target = ?key.target, hops = key.chain.hops.len(), "issued registry credential");
         Ok(Issued {
             username: token.username,
@@ -369,6 +374,14 @@ impl Broker {
     }
 }
 
+/// The `exp` claim of a JWT, read without verifying it: used only to shorten a lifetime.
+fn jwt_expiry(token: &str) -> Option<std::time::SystemTime> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = data_encoding::BASE64URL_NOPAD.decode(payload.trim_end_matches('=').as_bytes()).ok()?;
+    let exp = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("exp")?.as_i64()?;
+    crate::clock::from_epoch_millis(exp.checked_mul(1000)?)
+}
+
 /// `host[:port]` as asked matches a domain exactly; `host:443` also matches the bare host.
 fn domain_matches(domain: &str, asked: &str) -> bool {
     let domain = domain.trim_end_matches('.');
@@ -402,7 +415,18 @@ fn unshare(e: Arc<BrokerError>) -> BrokerError {
 
 #[cfg(test)]
 mod tests {
-    use super::domain_matches;
+    use super::{domain_matches, jwt_expiry};
+
+    #[test]
+    fn jwt_expiry_reads_exp_and_tolerates_garbage() {
+        let payload = data_encoding::BASE64URL_NOPAD.encode(br#"{"sub":"system:serviceaccount:a:b","exp":1700000000}"#);
+        let t = jwt_expiry(&format!("hdr.{payload}.sig")).expect("exp");
+        assert_eq!(t, std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000));
+        assert!(jwt_expiry("not-a-jwt").is_none());
+        assert!(jwt_expiry("a.!!!.c").is_none());
+        let no_exp = data_encoding::BASE64URL_NOPAD.encode(br#"{"sub":"x"}"#);
+        assert!(jwt_expiry(&format!("a.{no_exp}.c")).is_none());
+    }
 
     #[test]
     fn custom_domains_match_exactly() {

@@ -3,10 +3,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use acr_broker::clock::{Clock, ManualClock};
+use acr_broker::clock::Clock;
 use acr_emulator::{ErrorInjection, Knobs};
 use support::*;
 
@@ -50,21 +49,6 @@ async fn herd_of_a_hundred_keys_makes_a_hundred_calls() {
     assert_eq!(h.emulator.count("GetAuthorizationToken"), 100, "{:?}", h.emulator.counters());
     assert_eq!(h.emulator.count("MetadataCredentials"), 1, "{:?}", h.emulator.counters());
     h.stop().await;
-}
-
-/// Starts the emulator and the daemon on one manual clock.
-async fn on_manual_clock(extra: &str) -> (Harness, Arc<ManualClock>) {
-    let clock = ManualClock::new(acr_broker::clock::system().now());
-    let c2 = clock.clone();
-    let emu = acr_emulator::Emulator::start_with_clock(
-        broker_world(),
-        "127.0.0.1:0".parse().expect("addr"),
-        Arc::new(move || c2.now()),
-    )
-    .await
-    .expect("emulator");
-    let h = Harness::with_emulator(emu, extra, clock.clone()).await;
-    (h, clock)
 }
 
 fn short_lifetimes(latency_ms: u64) -> Knobs {

@@ -2,10 +2,8 @@
 //! annotations, and the checks every fault answer must pass.
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use acr_broker::clock::{Clock, ManualClock};
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -59,22 +57,6 @@ pub async fn ask_on(socket: &std::path::Path, key: &Key) -> Reply {
 /// `POST /v1/credentials` for `key`.
 pub async fn ask(h: &Harness, key: &Key) -> Reply {
     ask_on(&h.socket, key).await
-}
-
-/// Starts the emulator and the daemon on one manual clock, waiting until the daemon is ready.
-pub async fn on_manual_clock(extra: &str) -> (Harness, Arc<ManualClock>) {
-    let clock = ManualClock::new(acr_broker::clock::system().now());
-    let c2 = clock.clone();
-    let emu = acr_emulator::Emulator::start_with_clock(
-        broker_world(),
-        "127.0.0.1:0".parse().expect("addr"),
-        Arc::new(move || c2.now()),
-    )
-    .await
-    .expect("emulator");
-    let h = Harness::with_emulator(emu, extra, clock.clone()).await;
-    wait_ready(&h, Duration::from_secs(10)).await;
-    (h, clock)
 }
 
 /// Starts the emulator and the daemon on the system clock, waiting until the daemon is ready.

@@ -169,6 +169,20 @@ pub async fn request_on(
     (status, v, headers)
 }
 
+/// Starts the emulator and the daemon on one manual clock, waiting until the daemon is ready.
+pub async fn on_manual_clock(extra: &str) -> (Harness, Arc<acr_broker::clock::ManualClock>) {
+    use acr_broker::clock::{Clock, ManualClock};
+    let clock = ManualClock::new(acr_broker::clock::system().now());
+    let c2 = clock.clone();
+    let emu =
+        Emulator::start_with_clock(broker_world(), "127.0.0.1:0".parse().expect("addr"), Arc::new(move || c2.now()))
+            .await
+            .expect("emulator");
+    let h = Harness::with_emulator(emu, extra, clock.clone()).await;
+    wait_ready(&h, Duration::from_secs(10)).await;
+    (h, clock)
+}
+
 /// Waits until `/readyz` says ready (or panics after `limit`).
 pub async fn wait_ready(h: &Harness, limit: Duration) {
     let deadline = tokio::time::Instant::now() + limit;

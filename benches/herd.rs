@@ -43,8 +43,8 @@ async fn run() -> bool {
     println!("machine: {}", common::machine());
     let emu = common::emulator(common::world(100, 2, ""), common::knobs(latency)).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    // 100 cold keys are 100 upstream calls at once: let them all be in flight (the default
-    // `[upstream] max_concurrent = 32` would answer them in four waves of one latency each).
+    // 100 cold keys are 100 upstream calls at once: the default `[upstream] max_concurrent = 128`
+    // lets them all be in flight (the bench config's 64 is raised back to it).
     let text = common::config_text(&emu, &dir.path().join("broker.sock"), "")
         .replace("max_concurrent = 64", "max_concurrent = 128");
     let config = acr_broker::config::Config::from_toml(&text, "<bench>").expect("config");

@@ -138,7 +138,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             sts_rate_per_second: 10.0,
             sts_burst: 20,
-            max_concurrent: 32,
+            max_concurrent: 128,
             max_attempts: 3,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(10),

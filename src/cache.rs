@@ -362,11 +362,6 @@ where
         }
         (count, soonest)
     }
-
-    /// The cache's name in metrics.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
 
 /// Clears an entry's refresh-in-flight flag when dropped.

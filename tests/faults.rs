@@ -409,3 +409,41 @@ async fn session_rejected_as_expired_under_clock_skew_is_reassumed() {
     assert!(answers.iter().all(|c| c == "InvalidSecurityToken.Expired"), "{answers:?}");
     h.stop().await;
 }
+
+/// The same skew, but the rejected session signs an ACR call instead of an AssumeRole: the
+/// cached node identity (valid by the daemon's clock) is refused by the Personal token API. The
+/// daemon drops it and re-reads the metadata service instead of failing until its clock agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_identity_rejected_by_acr_under_clock_skew_is_renewed() {
+    let start = acr_broker::clock::system().now();
+    let (daemon_clock, upstream_clock) =
+        (acr_broker::clock::ManualClock::new(start), acr_broker::clock::ManualClock::new(start));
+    let uc = upstream_clock.clone();
+    let emu = acr_emulator::Emulator::start_with_clock(
+        broker_world(),
+        "127.0.0.1:0".parse().expect("addr"),
+        std::sync::Arc::new(move || uc.now()),
+    )
+    .await
+    .expect("emulator");
+    emu.set_knobs(lifetimes(60));
+    let h = Harness::with_emulator(emu, "[cache]\nrefresh_jitter = 0.0\n", daemon_clock.clone()).await;
+    wait_ready(&h, Duration::from_secs(10)).await;
+    assert_fresh(&ask(&h, &Key::node(DEMO_HOST)).await, daemon_clock.now());
+    let metadata_reads = h.emulator.count("MetadataCredentials");
+    upstream_clock.advance(Duration::from_secs(61));
+    let mut answers = Vec::new();
+    loop {
+        let r = ask(&h, &Key::node(PERSONAL_HOST)).await;
+        if r.0 == 200 {
+            assert_fresh(&r, upstream_clock.now());
+            break;
+        }
+        answers.push(assert_clean_error(&r));
+        assert!(answers.len() < 10, "still failing after {} requests: {answers:?}", answers.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(answers.iter().all(|c| c == "InvalidSecurityToken.Expired"), "{answers:?}");
+    assert!(h.emulator.count("MetadataCredentials") > metadata_reads, "the node identity was re-read");
+    h.stop().await;
+}

@@ -30,6 +30,9 @@ impl Broker {
         if chains.is_empty() {
             return Err(Arc::new(BrokerError::bad_request("no_role_chain", "the annotations yield no role chain")));
         }
+        if let [only] = chains {
+            return self.serve_with_chain(plan, only, sa_token).await;
+        }
         let memo = {
             let mut h = DefaultHasher::new();
             plan.host.as_str().hash(&mut h);
@@ -46,7 +49,7 @@ impl Broker {
                     }
                     return Ok(answer);
                 }
-                Err(e) if matches!(*e, BrokerError::Denied { .. }) && chains.len() > 1 => {
+                Err(e) if matches!(*e, BrokerError::Denied { .. }) => {
                     tracing::debug!(chain = i, code = e.code(), "role chain denied; trying the next one");
                     last_denial = Some(e);
                 }
@@ -95,22 +98,20 @@ impl Broker {
 
     /// Mints a registry credential with a freshly assumed last hop.
     async fn load_credential(self: &Arc<Self>, key: &CredKey, sa: Option<&Secret>) -> Result<Issued, BrokerError> {
-        let creds = self.chain_credentials(&key.chain, sa, true).await.map_err(unshare)?;
+        let creds = self.chain_credentials(&key.chain, sa, true).await.map_err(|e| (*e).clone())?;
         let region = key.region.as_str();
         let token = match &key.target {
             TargetKey::Instance(id) => {
                 let action = "GetAuthorizationToken";
-                self.upstream
-                    .call(Api::Other, action, || self.client.get_authorization_token(&creds, region, id.as_str()))
-                    .await
-                    .map_err(|e| BrokerError::upstream(action, e))?
+                let call = self
+                    .upstream
+                    .call(Api::Other, action, || self.client.get_authorization_token(&creds, region, id.as_str()));
+                self.signed_call(&key.chain, action, call).await?
             }
             TargetKey::Personal => {
                 let action = "PersonalGetAuthorizationToken";
-                self.upstream
-                    .call(Api::Other, action, || self.client.get_personal_token(&creds, region))
-                    .await
-                    .map_err(|e| BrokerError::upstream(action, e))?
+                let call = self.upstream.call(Api::Other, action, || self.client.get_personal_token(&creds, region));
+                self.signed_call(&key.chain, action, call).await?
             }
         };
         let mut expires_at = match creds.expires_at {
@@ -210,6 +211,21 @@ impl Broker {
         Ok(creds)
     }
 
+    /// Awaits an upstream call signed by the end of `chain`, mapping its error; when upstream
+    /// says the signing session expired, that session is dropped so the next attempt renews it.
+    async fn signed_call<T>(
+        &self,
+        chain: &ChainKey,
+        action: &'static str,
+        call: impl std::future::Future<Output = Result<T, crate::aliyun::Error>>,
+    ) -> Result<T, BrokerError> {
+        let result = call.await.map_err(|e| BrokerError::upstream(action, e));
+        if let Err(e) = &result {
+            self.forget_expired_signer(chain, chain.hops.len(), e).await;
+        }
+        result
+    }
+
     /// Drops the cached session that signed hop `i` of `chain` when upstream rejected it as
     /// expired (the node clock lags STS), so the next attempt re-assumes it instead of failing
     /// until our own schedule says it expired.
@@ -288,13 +304,13 @@ impl Broker {
             .get_or_load(&k, move || {
                 let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
                 async move {
-                    let creds = this.chain_credentials(&key.2, token.as_ref(), false).await.map_err(unshare)?;
+                    let creds =
+                        this.chain_credentials(&key.2, token.as_ref(), false).await.map_err(|e| (*e).clone())?;
                     let action = "ListInstance";
-                    let list = this
+                    let call = this
                         .upstream
-                        .call(Api::Other, action, || this.client.list_instance(&creds, key.0.as_str(), &key.1))
-                        .await
-                        .map_err(|e| BrokerError::upstream(action, e))?;
+                        .call(Api::Other, action, || this.client.list_instance(&creds, key.0.as_str(), &key.1));
+                    let list = this.signed_call(&key.2, action, call).await?;
                     let hit = list.iter().find(|i| i.instance_name.eq_ignore_ascii_case(&key.1)).ok_or_else(|| {
                         BrokerError::Denied {
                             action,
@@ -342,15 +358,13 @@ impl Broker {
                 .get_or_load(&k, move || {
                     let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
                     async move {
-                        let creds = this.chain_credentials(&key.3, token.as_ref(), false).await.map_err(unshare)?;
+                        let creds =
+                            this.chain_credentials(&key.3, token.as_ref(), false).await.map_err(|e| (*e).clone())?;
                         let action = "ListInstanceEndpoint";
-                        let domains = this
-                            .upstream
-                            .call(Api::Other, action, || {
-                                this.client.list_instance_endpoint(&creds, key.1.as_str(), key.2.as_str())
-                            })
-                            .await
-                            .map_err(|e| BrokerError::upstream(action, e))?;
+                        let call = this.upstream.call(Api::Other, action, || {
+                            this.client.list_instance_endpoint(&creds, key.1.as_str(), key.2.as_str())
+                        });
+                        let domains = this.signed_call(&key.3, action, call).await?;
                         let owns = domains.iter().any(|d| {
                             matches!(d.kind, DomainKind::User | DomainKind::System) && domain_matches(&d.domain, &key.0)
                         });
@@ -395,22 +409,6 @@ fn chain_arns(chain: &ChainKey) -> Arc<[RoleArn]> {
         Base::Node => Arc::clone(&chain.hops),
         Base::ServiceAccount(sa) => std::iter::once(sa.role.clone()).chain(chain.hops.iter().cloned()).collect(),
     }
-}
-
-/// A cached failure shared by waiters, turned back into an owned error for a loader.
-fn unshare(e: Arc<BrokerError>) -> BrokerError {
-    Arc::try_unwrap(e).unwrap_or_else(|shared| match &*shared {
-        BrokerError::BadRequest { code, message } => BrokerError::BadRequest { code, message: message.clone() },
-        BrokerError::NotOurs { host, reason } => BrokerError::NotOurs { host: host.clone(), reason: reason.clone() },
-        BrokerError::Denied { action, code, message } => {
-            BrokerError::Denied { action, code: code.clone(), message: message.clone() }
-        }
-        BrokerError::Unavailable { action, code, message, retry_after } => {
-            BrokerError::Unavailable { action, code: code.clone(), message: message.clone(), retry_after: *retry_after }
-        }
-        BrokerError::BadUpstream { action, message } => BrokerError::BadUpstream { action, message: message.clone() },
-        BrokerError::NoIdentity(m) => BrokerError::NoIdentity(m.clone()),
-    })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::aliyun::{Error as ApiError, ErrorKind};
 pub(crate) const EXPIRED_SESSION: &str = "InvalidSecurityToken.Expired";
 
 /// A failed credential request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The request itself is wrong (bad host, annotation, body); retrying will not help.
     #[error("{message}")]

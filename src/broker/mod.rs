@@ -285,15 +285,13 @@ impl Broker {
             ))
         })?;
         let token_hash: [u8; 32] = sha2::Sha256::digest(token.expose_secret().as_bytes()).into();
+        let base = Base::ServiceAccount(Arc::new(ServiceAccountBase { token_hash, role: first.clone() }));
         // The token is exchanged for the first service role only; the user roles follow it.
         Ok(plan
             .chains
             .iter()
             .filter(|c| c.0.first() == Some(&first))
-            .map(|c| ChainKey {
-                base: Base::ServiceAccount(Arc::new(ServiceAccountBase { token_hash, role: first.clone() })),
-                hops: self.intern(&c.0[1..]),
-            })
+            .map(|c| ChainKey { base: base.clone(), hops: self.intern(&c.0[1..]) })
             .collect())
     }
 
@@ -330,35 +328,37 @@ impl Broker {
         self.clock.now()
     }
 
-    /// Warms the cache for `images` with the node defaults; one result per image, in order.
-    pub async fn prefetch(self: &Arc<Self>, images: &[String]) -> Vec<(String, Result<Answer, Arc<BrokerError>>)> {
-        let mut set = tokio::task::JoinSet::new();
-        for (i, image) in images.iter().enumerate() {
-            let (this, image) = (Arc::clone(self), image.clone());
-            set.spawn(async move {
-                let result = match crate::registry::host_from_image(&image) {
-                    Ok(host) => {
-                        let req = CredentialRequest { registry: host.as_str().to_owned(), ..Default::default() };
-                        this.credentials(&req).await
-                    }
-                    Err(e) => Err(Arc::new(BrokerError::bad_request("invalid_image", format!("image {image:?}: {e}")))),
-                };
-                (i, image, result)
-            });
-        }
-        let mut out: Vec<(usize, String, Result<Answer, Arc<BrokerError>>)> = Vec::with_capacity(images.len());
-        while let Some(joined) = set.join_next().await {
-            if let Ok(r) = joined {
-                out.push(r);
-            }
-        }
-        out.sort_by_key(|(i, _, _)| *i);
-        out.into_iter().map(|(_, image, r)| (image, r)).collect()
-    }
-
-    /// The RoleSessionName sent to STS.
+    /// The RoleSessionName sent to STS (fixed per node; annotations cannot change it).
     pub fn session_name(&self) -> &str {
         &self.session_name
+    }
+
+    /// Warms the cache for `images` with the node defaults; one result per image, in order.
+    pub async fn prefetch(self: &Arc<Self>, images: &[String]) -> Vec<(String, Result<Answer, Arc<BrokerError>>)> {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|image| {
+                let (this, image) = (Arc::clone(self), image.clone());
+                tokio::spawn(async move {
+                    let host = crate::registry::host_from_image(&image).map_err(|e| {
+                        Arc::new(BrokerError::bad_request("invalid_image", format!("image {image:?}: {e}")))
+                    })?;
+                    this.credentials(&CredentialRequest { registry: host.as_str().to_owned(), ..Default::default() })
+                        .await
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(images.len());
+        for (image, handle) in images.iter().zip(handles) {
+            let result = handle.await.unwrap_or_else(|e| {
+                Err(Arc::new(BrokerError::BadUpstream {
+                    action: "Prefetch",
+                    message: format!("prefetch task ended: {e}"),
+                }))
+            });
+            out.push((image.clone(), result));
+        }
+        out
     }
 }
 

@@ -9,8 +9,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use acr_broker::config::Config;
-use acr_broker::daemon::Daemon;
 use serde_json::{json, Value};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -64,22 +62,11 @@ async fn still_serves(h: &Harness, after: &str) {
     assert!(v["password"].as_str().is_some_and(|p| !p.is_empty()), "{v}");
 }
 
-/// A daemon with extra `[server]` lines (the shared harness fixes that table).
-async fn daemon_with_server(server_extra: &str) -> Harness {
+/// A daemon with extra `[server]` lines.
+async fn daemon_with_server(server: &str) -> Harness {
     let emulator =
         acr_emulator::Emulator::start(broker_world(), "127.0.0.1:0".parse().expect("addr")).await.expect("emulator");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("broker.sock");
-    let base = emulator.base_url();
-    let text = format!(
-        "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{server_extra}\n\
-         [identity]\nsource = \"ecs-ram-role\"\n\
-         [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n",
-        socket.display()
-    );
-    let config = Config::from_toml(&text, "<test>").unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let daemon = Daemon::start(config, acr_broker::clock::system()).await.expect("daemon starts");
-    Harness { emulator, daemon: Some(daemon), socket, dir }
+    Harness::start_with_parts(emulator, ConfigParts { server, ..ConfigParts::default() }).await
 }
 
 // === API ===

@@ -74,23 +74,10 @@ fn host(i: usize) -> String {
     format!("herd{}-registry.cn-hangzhou.cr.aliyuncs.com", i % KEYS)
 }
 
-fn my_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).expect("uid")
-}
-
 fn write_config(dir: &Path, emu: &Emulator) -> (PathBuf, PathBuf) {
     let socket = dir.join("run/broker.sock");
-    let base = emu.base_url();
-    let text = format!(
-        "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{}]\n\
-         [identity]\nsource = \"ecs-ram-role\"\n\
-         [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\n\
-         metadata_endpoint = \"{base}\"\n\
-         [upstream]\nmax_concurrent = 256\n",
-        socket.display(),
-        my_uid()
-    );
+    let parts = support::ConfigParts { extra: "[upstream]\nmax_concurrent = 256\n", ..Default::default() };
+    let text = support::config_text(emu, &socket, &parts);
     let path = dir.join("config.toml");
     std::fs::write(&path, text).expect("write config");
     (path, socket)

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use acr_broker::config::Config;
-use acr_broker::daemon::Daemon;
 use acr_emulator::{Emulator, World};
 use serde_json::{json, Value};
 use support::*;
@@ -33,30 +32,14 @@ const HELPER: &str = env!("CARGO_BIN_EXE_docker-credential-acr-broker");
 
 // === shared helpers ===
 
-fn my_uid() -> u32 {
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
-}
-
-/// Daemon config text pointed at `emu`: `server_extra` goes into `[server]`, `identity` replaces
-/// the `[identity]` body, `extra` is appended (whole tables).
+/// Daemon config text pointed at `emu` (the shared builder; `server_extra` goes into `[server]`,
+/// `identity` replaces the `[identity]` body, `extra` is appended).
 fn config_text(emu: &Emulator, socket: &Path, server_extra: &str, identity: &str, extra: &str) -> String {
-    let base = emu.base_url();
-    format!(
-        "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{server_extra}\n\
-         [identity]\n{identity}\n\
-         [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n\
-         [service_account_tokens]\noidc_provider_arn = \"{PROVIDER}\"\n{extra}",
-        socket.display()
-    )
+    support::config_text(emu, socket, &ConfigParts { server: server_extra, identity, extra, ..ConfigParts::default() })
 }
 
 async fn start_in_process(emulator: Emulator, server_extra: &str, extra: &str) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let socket = dir.path().join("broker.sock");
-    let text = config_text(&emulator, &socket, server_extra, "source = \"ecs-ram-role\"", extra);
-    let config = Config::from_toml(&text, "<test>").unwrap_or_else(|e| panic!("{e}\n{text}"));
-    let daemon = Daemon::start(config, acr_broker::clock::system()).await.expect("daemon starts");
-    Harness { emulator, daemon: Some(daemon), socket, dir }
+    Harness::start_with_parts(emulator, ConfigParts { server: server_extra, extra, ..ConfigParts::default() }).await
 }
 
 async fn emulator(world: World) -> Emulator {

@@ -48,28 +48,56 @@ pub fn world_with_instances(n: usize) -> acr_emulator::World {
     acr_emulator::World::from_toml(&text).expect("herd world")
 }
 
-/// A daemon config pointed at `emu`, with `extra` TOML appended (extra tables only).
-pub fn config_for(emu: &Emulator, socket: &std::path::Path, extra: &str) -> Config {
-    config_with_top_level(emu, socket, "", extra)
+/// The parts of a test daemon's config that differ between tests.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigParts<'a> {
+    /// Top-level keys (e.g. `prefetch = [...]`), placed before every table.
+    pub top: &'a str,
+    /// Lines of `[server]` after `socket` and `metrics`; `allowed_uids = [<our uid>]` is added
+    /// unless these lines set `allowed_uids` themselves.
+    pub server: &'a str,
+    /// The body of `[identity]`.
+    pub identity: &'a str,
+    /// Whole tables appended at the end.
+    pub extra: &'a str,
 }
 
-/// Like [`config_for`], with `top` (top-level keys such as `prefetch`) placed before every table.
-pub fn config_with_top_level(emu: &Emulator, socket: &std::path::Path, top: &str, extra: &str) -> Config {
+impl Default for ConfigParts<'_> {
+    fn default() -> Self {
+        ConfigParts { top: "", server: "", identity: "source = \"ecs-ram-role\"", extra: "" }
+    }
+}
+
+/// Daemon config text pointed at `emu` (STS, ACR and metadata all served by the emulator).
+pub fn config_text(emu: &Emulator, socket: &std::path::Path, parts: &ConfigParts<'_>) -> String {
     let base = emu.base_url();
-    let uid = unsafe_free_uid();
-    let text = format!(
-        "{top}[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{uid}]\n\
-         [identity]\nsource = \"ecs-ram-role\"\n\
+    let uids =
+        if parts.server.contains("allowed_uids") { String::new() } else { format!("allowed_uids = [{}]\n", my_uid()) };
+    let ConfigParts { top, server, identity, extra } = parts;
+    format!(
+        "{top}[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\n{uids}{server}\n\
+         [identity]\n{identity}\n\
          [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n\
          [service_account_tokens]\noidc_provider_arn = \"acs:ram::1111111111111111:oidc-provider/ack-rrsa-dev\"\n{extra}",
         socket.display()
-    );
+    )
+}
+
+/// A parsed daemon config pointed at `emu` (panics with the text when it does not parse).
+pub fn config_from(emu: &Emulator, socket: &std::path::Path, parts: &ConfigParts<'_>) -> Config {
+    let text = config_text(emu, socket, parts);
     Config::from_toml(&text, "<test>").unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
 }
 
-fn unsafe_free_uid() -> u32 {
+/// A daemon config pointed at `emu`, with `extra` TOML appended (extra tables only).
+pub fn config_for(emu: &Emulator, socket: &std::path::Path, extra: &str) -> Config {
+    config_from(emu, socket, &ConfigParts { extra, ..ConfigParts::default() })
+}
+
+/// This process's uid (from `/proc/self`, no libc needed).
+pub fn my_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self").map(|m| m.uid()).expect("read /proc/self")
 }
 
 pub struct Harness {
@@ -86,19 +114,24 @@ impl Harness {
     }
 
     pub async fn with_emulator(emulator: Emulator, extra_config: &str, clock: SharedClock) -> Harness {
-        Self::build(emulator, "", extra_config, clock).await
+        Self::build(emulator, ConfigParts { extra: extra_config, ..ConfigParts::default() }, clock).await
     }
 
     /// Starts with top-level config keys (e.g. `prefetch = [...]`) as well as extra tables.
     pub async fn start_with_top_level(world: World, top: &str, extra_config: &str) -> Harness {
         let emulator = Emulator::start(world, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator");
-        Self::build(emulator, top, extra_config, acr_broker::clock::system()).await
+        Self::start_with_parts(emulator, ConfigParts { top, extra: extra_config, ..ConfigParts::default() }).await
     }
 
-    async fn build(emulator: Emulator, top: &str, extra_config: &str, clock: SharedClock) -> Harness {
+    /// Starts a daemon over `emulator` with any part of the config changed.
+    pub async fn start_with_parts(emulator: Emulator, parts: ConfigParts<'_>) -> Harness {
+        Self::build(emulator, parts, acr_broker::clock::system()).await
+    }
+
+    async fn build(emulator: Emulator, parts: ConfigParts<'_>, clock: SharedClock) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("broker.sock");
-        let config = config_with_top_level(&emulator, &socket, top, extra_config);
+        let config = config_from(&emulator, &socket, &parts);
         let daemon = Daemon::start(config, clock).await.expect("daemon starts");
         Harness { emulator, daemon: Some(daemon), socket, dir }
     }

@@ -176,7 +176,7 @@ async fn peers_outside_the_allow_list_get_403_and_an_audit_line() {
         return;
     }
     if setpriv().is_none() || which("curl").is_none() {
-        eprintln!("skipping the unprivileged-client part: setpriv or curl missing");
+        support::skip("the unprivileged-client part needs setpriv and curl");
         return;
     }
     // Root is always allowed, so unprivileged clients are made with setpriv. Allowed: uid 65532

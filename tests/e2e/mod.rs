@@ -34,11 +34,10 @@ pub fn tools_present(test: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "\n!!!!!!!!!! SKIPPING {test}: {} not installed !!!!!!!!!!\n\
-         !!!!!!!!!! install with: apt-get install -y --no-install-recommends docker-registry skopeo\n",
+    support::skip(&format!(
+        "{test}: {} not installed (apt-get install -y --no-install-recommends docker-registry skopeo)",
         missing.join(" and ")
-    );
+    ));
     false
 }
 

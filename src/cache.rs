@@ -274,9 +274,18 @@ where
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
             Slot::Failed { error, .. } => {
+                // A passing failure puts the still-valid entry back (STYLE §6) — but only while
+                // the slot holds this very failure: a fresher entry installed meanwhile, or a
+                // terminal denial that must be remembered, is left as it is.
                 if let Some(previous) = set_aside.filter(|e| e.schedule.is_usable(self.clock.now())) {
-                    tracing::debug!(cache = self.name, code = error.code(), "reload failed; keeping the valid entry");
-                    self.inner.insert(key.clone(), Slot::Ready(previous)).await;
+                    if !error.is_terminal() {
+                        self.replace_if(
+                            key,
+                            |slot| matches!(slot, Slot::Failed { error: e, .. } if Arc::ptr_eq(e, &error)),
+                            Some(Slot::Ready(previous)),
+                        )
+                        .await;
+                    }
                 }
                 Err(error)
             }
@@ -346,6 +355,30 @@ where
     /// Drops one key (used when upstream says a cached value no longer works).
     pub async fn invalidate(&self, key: &K) {
         self.inner.invalidate(key).await;
+    }
+
+    /// Drops `key` only while it still holds `value` (the one a caller found not to work), so
+    /// a fresher value another caller loaded meanwhile stays. True when it was dropped.
+    pub async fn invalidate_value(&self, key: &K, value: &Arc<T>) -> bool {
+        self.replace_if(key, |slot| matches!(slot, Slot::Ready(e) if Arc::ptr_eq(&e.value, value)), None).await
+    }
+
+    /// Atomically replaces (or with `None`, removes) the slot for `key` when `holds` says it is
+    /// still the one the caller saw: a compare-and-swap on the entry's identity.
+    async fn replace_if(&self, key: &K, holds: impl FnOnce(&Slot<T>) -> bool, with: Option<Slot<T>>) -> bool {
+        use moka::ops::compute::{CompResult, Op};
+        let result = self
+            .inner
+            .entry(key.clone())
+            .and_compute_with(|current| {
+                let op = match current {
+                    Some(entry) if holds(entry.value()) => with.map_or(Op::Remove, Op::Put),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::Inserted(_) | CompResult::ReplacedWith(_) | CompResult::Removed(_))
     }
 
     /// Entry count and time until the soonest usable-until among ready entries.

@@ -30,6 +30,12 @@ pub const DEFAULT_SOCKET_PATH: &str = "/run/acr-broker/broker.sock";
 /// Default time for the whole exchange (connect, request, answer): 10 s.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a shim keeps trying a daemon that does not answer at all (restart, rollout): 3 s.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(3);
+
+/// Environment variable that sets the retry budget in milliseconds (`ACR_BROKER_RETRY_MS`; 0 = no retries).
+pub const RETRY_ENV: &str = "ACR_BROKER_RETRY_MS";
+
 /// Largest answer body read from the daemon (64 KiB); a credential answer is well under 1 KiB.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
@@ -143,6 +149,14 @@ pub enum ClientError {
         #[source]
         source: io::Error,
     },
+    /// The connection was made but closed (reset, EOF) before a complete answer came back.
+    #[error("acr-broker at {} gave no answer: {cause}", path.display())]
+    NoAnswer {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What happened, e.g. `reset after sending the request`.
+        cause: String,
+    },
     /// The daemon did not answer within the timeout.
     #[error("acr-broker at {} did not answer within {}s", path.display(), after.as_secs_f32())]
     Timeout {
@@ -175,7 +189,9 @@ fn connect_hint(path: &Path, err: &io::Error) -> String {
             path.display()
         ),
         io::ErrorKind::ConnectionRefused => {
-            format!("socket exists but nothing is listening (stale socket); {run}")
+            format!(
+                "connection refused: the socket exists but nothing is listening (restarting, or a stale socket); {run}"
+            )
         }
         _ if !path.exists() => format!("{err}; socket does not exist; {run}"),
         _ => format!("{err}; {run}"),
@@ -187,7 +203,26 @@ fn connect_hint(path: &Path, err: &io::Error) -> String {
 pub struct BrokerClient {
     socket: PathBuf,
     timeout: Duration,
+    retry_budget: Duration,
     user_agent: String,
+}
+
+impl ClientError {
+    /// True when the daemon never answered (no socket, refused, closed before the answer):
+    /// the request may be sent again, because the daemon did not act on it.
+    pub fn is_unanswered(&self) -> bool {
+        matches!(self, ClientError::Connect { .. } | ClientError::NoAnswer { .. })
+    }
+}
+
+/// The retry budget from [`RETRY_ENV`], else [`DEFAULT_RETRY_BUDGET`]; a bad value is ignored
+/// (the default is safe either way).
+pub fn retry_budget_from_env() -> Duration {
+    std::env::var(RETRY_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.min(60_000)))
+        .unwrap_or(DEFAULT_RETRY_BUDGET)
 }
 
 impl BrokerClient {
@@ -196,13 +231,22 @@ impl BrokerClient {
         BrokerClient {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
+            retry_budget: Duration::ZERO,
             user_agent: format!("acr-broker-client/{}", env!("CARGO_PKG_VERSION")),
         }
     }
 
-    /// A client for [`socket_path()`].
+    /// A client for [`socket_path()`] that rides out a daemon restart for
+    /// [`retry_budget_from_env`].
     pub fn from_env() -> Self {
-        Self::new(socket_path())
+        Self::new(socket_path()).with_retry_budget(retry_budget_from_env())
+    }
+
+    /// Sets how long to keep retrying while the daemon does not answer at all; a request the
+    /// daemon answered (any status) is never sent again.
+    pub fn with_retry_budget(mut self, budget: Duration) -> Self {
+        self.retry_budget = budget;
+        self
     }
 
     /// Sets the limit for the whole exchange.
@@ -239,14 +283,45 @@ impl BrokerClient {
             .enable_time()
             .build()
             .map_err(ClientError::Runtime)?;
-        let exchange = self.exchange(method, path, body);
+        let attempts = self.exchange_with_retries(method, path, body);
         let (status, retry_after, bytes) = rt.block_on(async {
-            match tokio::time::timeout(self.timeout, exchange).await {
+            match tokio::time::timeout(self.timeout, attempts).await {
                 Ok(r) => r,
                 Err(_) => Err(ClientError::Timeout { path: self.socket.clone(), after: self.timeout }),
             }
         })?;
         decode_answer(&self.socket, status, retry_after, &bytes)
+    }
+
+    /// Sends the request until the daemon answers or the retry budget is spent. Only failures
+    /// before a complete answer are retried (the daemon is restarting or being replaced); the
+    /// pause grows from 10 ms to 200 ms with jitter, so a fleet of shims does not retry in step.
+    async fn exchange_with_retries(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(10);
+        let mut tries = 1u32;
+        loop {
+            match self.exchange(method.clone(), path, body.clone()).await {
+                Err(e) if e.is_unanswered() => {
+                    let wait = pause.mul_f64(0.5 + rand::random::<f64>());
+                    if started.elapsed() + wait > self.retry_budget {
+                        if tries > 1 {
+                            tracing::debug!(tries, "giving up on an unanswering daemon");
+                        }
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn exchange(
@@ -259,9 +334,10 @@ impl BrokerClient {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
+        let unanswered = |cause: String| ClientError::NoAnswer { path: self.socket.clone(), cause };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| protocol(format!("HTTP handshake failed: {e}")))?;
+            .map_err(|e| unanswered(format!("HTTP handshake failed: {e}")))?;
         let driver = tokio::spawn(conn);
         let mut builder = http::Request::builder()
             .method(method)
@@ -275,7 +351,7 @@ impl BrokerClient {
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| protocol(format!("cannot build request for {path}: {e}")))?;
-        let response = sender.send_request(request).await.map_err(|e| protocol(format!("request failed: {e}")))?;
+        let response = sender.send_request(request).await.map_err(|e| unanswered(describe_unanswered(&e)))?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -285,11 +361,41 @@ impl BrokerClient {
         let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| protocol(format!("reading the answer failed: {e}")))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    protocol(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"))
+                } else {
+                    unanswered(format!("connection closed while reading the answer: {e}"))
+                }
+            })?
             .to_bytes();
         drop(sender);
         driver.abort();
         Ok((status, retry_after, bytes))
+    }
+}
+
+/// Why a sent request got no answer, in words an operator recognises.
+fn describe_unanswered(e: &hyper::Error) -> String {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return match io.kind() {
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                    String::from("reset after sending the request (the daemon stopped or restarted)")
+                }
+                _ => format!("{io} after sending the request"),
+            };
+        }
+        source = s.source();
+    }
+    if e.is_incomplete_message() || e.is_canceled() {
+        String::from(
+            "the connection closed after sending the request, before an answer (the daemon stopped or restarted)",
+        )
+    } else {
+        format!("{e} after sending the request")
     }
 }
 

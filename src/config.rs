@@ -95,6 +95,9 @@ pub struct CacheConfig {
     pub idle: Duration,
     /// DurationSeconds asked of STS for each hop.
     pub session_duration: Duration,
+    /// How long "this instance owns that custom domain" is trusted (a "does not own" answer
+    /// follows `negative_ttl`), so binding or unbinding a domain is seen within minutes.
+    pub domain_ttl: Duration,
 }
 
 impl Default for CacheConfig {
@@ -108,6 +111,7 @@ impl Default for CacheConfig {
             negative_ttl: Duration::from_secs(30),
             idle: Duration::from_secs(3600),
             session_duration: Duration::from_secs(3600),
+            domain_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -119,6 +123,10 @@ pub struct UpstreamConfig {
     pub sts_rate_per_second: f64,
     /// STS calls allowed in a burst.
     pub sts_burst: u32,
+    /// Sustained ACR API calls (ListInstance, ListInstanceEndpoint, GetAuthorizationToken) per second.
+    pub acr_rate_per_second: f64,
+    /// ACR API calls allowed in a burst.
+    pub acr_burst: u32,
     /// Upstream calls (all APIs) in flight at once.
     pub max_concurrent: usize,
     /// Attempts per upstream call, the first included.
@@ -138,6 +146,8 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             sts_rate_per_second: 10.0,
             sts_burst: 20,
+            acr_rate_per_second: 20.0,
+            acr_burst: 40,
             max_concurrent: 128,
             max_attempts: 3,
             backoff_base: Duration::from_millis(200),
@@ -207,6 +217,9 @@ pub struct Config {
     pub server: ServerConfig,
     /// Node identity source.
     pub identity: IdentityConfig,
+    /// How often an identity without an upstream expiry (access keys from a file, the
+    /// environment or the config) is read again, so a rotated key takes effect.
+    pub identity_reread: Duration,
     /// Endpoints and region.
     pub aliyun: AliyunConfig,
     /// Node-wide annotations, used for requests that carry none.
@@ -273,6 +286,7 @@ struct RawIdentity {
     oidc_token_file: Option<PathBuf>,
     profile_file: Option<PathBuf>,
     profile_name: Option<String>,
+    reread_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -312,6 +326,7 @@ struct RawCache {
     negative_ttl_seconds: Option<u64>,
     idle_seconds: Option<u64>,
     session_duration_seconds: Option<u64>,
+    domain_ttl_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -319,6 +334,8 @@ struct RawCache {
 struct RawUpstream {
     sts_rate_per_second: Option<f64>,
     sts_burst: Option<u32>,
+    acr_rate_per_second: Option<f64>,
+    acr_burst: Option<u32>,
     max_concurrent: Option<usize>,
     max_attempts: Option<u32>,
     backoff_base_ms: Option<u64>,
@@ -395,6 +412,10 @@ impl Config {
 
 fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
     let server = validate_server(raw.server, issues);
+    let identity_reread = match raw.identity.reread_seconds {
+        Some(v) => Duration::from_secs(bounded(issues, "identity", "reread_seconds", v, 30..=86_400)),
+        None => DEFAULT_IDENTITY_REREAD,
+    };
     let identity = validate_identity(raw.identity, issues);
     let aliyun = match raw.aliyun {
         Some(a) => validate_aliyun(a, issues),
@@ -430,6 +451,7 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
     Some(Config {
         server,
         identity: identity?,
+        identity_reread,
         aliyun: aliyun?,
         defaults: defaults?,
         oidc_provider_arn,
@@ -477,16 +499,16 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
         s.allowed_gids = g;
     }
     if let Some(n) = raw.max_connections {
-        if !(1..=MAX_LIMIT).contains(&n) {
-            issues.push("server", "max_connections", format!("{n}: must be 1..={MAX_LIMIT}"));
-        }
-        s.max_connections = n.clamp(1, MAX_LIMIT);
+        s.max_connections = bounded(issues, "server", "max_connections", n, 1..=MAX_LIMIT);
     }
     if let Some(t) = raw.header_timeout_seconds {
-        s.header_timeout = Duration::from_secs(t.clamp(1, 300));
+        s.header_timeout = Duration::from_secs(bounded(issues, "server", "header_timeout_seconds", t, 1..=300));
     }
     s
 }
+
+/// Default re-read interval of an identity without an upstream expiry: five minutes.
+pub const DEFAULT_IDENTITY_REREAD: Duration = Duration::from_secs(300);
 
 fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<IdentityConfig> {
     let source = raw.source.as_deref().unwrap_or("default");
@@ -625,92 +647,95 @@ fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annota
     }
 }
 
+/// Reports `value` when it is outside `range` (naming the key and the range) and returns it
+/// clamped, so every duration and size reaches its consumer within what that consumer accepts.
+fn bounded<T>(issues: &mut Issues<'_>, section: &str, key: &str, value: T, range: std::ops::RangeInclusive<T>) -> T
+where
+    T: PartialOrd + Copy + std::fmt::Display,
+{
+    let (lo, hi) = (*range.start(), *range.end());
+    if !(value >= lo && value <= hi) {
+        issues.push(section, key, format!("{value}: must be {lo}..={hi}"));
+    }
+    use std::cmp::Ordering::{Greater, Less};
+    match (value.partial_cmp(&lo), value.partial_cmp(&hi)) {
+        // NaN compares to nothing: take the lower bound.
+        (None, _) | (_, None) | (Some(Less), _) => lo,
+        (_, Some(Greater)) => hi,
+        _ => value,
+    }
+}
+
+/// Largest cache capacity: ten million keys (about 12 GiB of credentials; far beyond a node).
+const MAX_CAPACITY: u64 = 10_000_000;
+/// Longest idle time and the longest lookup lifetimes: one week.
+const MAX_IDLE_SECONDS: u64 = 7 * 86_400;
+
 fn validate_cache(raw: RawCache, issues: &mut Issues<'_>) -> CacheConfig {
     let mut c = CacheConfig::default();
+    let secs = Duration::from_secs;
     if let Some(v) = raw.capacity {
-        if v == 0 {
-            issues.push("cache", "capacity", "must be at least 1");
-        }
-        c.capacity = v.max(1);
+        c.capacity = bounded(issues, "cache", "capacity", v, 1..=MAX_CAPACITY);
     }
     if let Some(f) = raw.refresh_fraction {
-        if !(0.1..=0.9).contains(&f) {
-            issues.push("cache", "refresh_fraction", format!("{f}: must be between 0.1 and 0.9"));
-        }
-        c.refresh_fraction = f.clamp(0.1, 0.9);
+        c.refresh_fraction = bounded(issues, "cache", "refresh_fraction", f, 0.1..=0.9);
     }
     if let Some(j) = raw.refresh_jitter {
-        if !(0.0..=0.3).contains(&j) {
-            issues.push("cache", "refresh_jitter", format!("{j}: must be between 0.0 and 0.3"));
-        }
-        c.refresh_jitter = j.clamp(0.0, 0.3);
+        c.refresh_jitter = bounded(issues, "cache", "refresh_jitter", j, 0.0..=0.3);
     }
-    let secs = Duration::from_secs;
     if let Some(v) = raw.expiry_margin_seconds {
-        c.expiry_margin = secs(v);
+        c.expiry_margin = secs(bounded(issues, "cache", "expiry_margin_seconds", v, 0..=3600));
     }
     if let Some(v) = raw.min_remaining_seconds {
-        c.min_remaining = secs(v);
+        c.min_remaining = secs(bounded(issues, "cache", "min_remaining_seconds", v, 0..=3600));
     }
     if let Some(v) = raw.negative_ttl_seconds {
-        c.negative_ttl = secs(v.min(3600));
+        c.negative_ttl = secs(bounded(issues, "cache", "negative_ttl_seconds", v, 1..=3600));
     }
     if let Some(v) = raw.idle_seconds {
-        if v < 60 {
-            issues.push("cache", "idle_seconds", format!("{v}: must be at least 60"));
-        }
-        c.idle = secs(v.max(60));
+        c.idle = secs(bounded(issues, "cache", "idle_seconds", v, 60..=MAX_IDLE_SECONDS));
     }
     if let Some(v) = raw.session_duration_seconds {
-        if !(900..=43200).contains(&v) {
-            issues.push("cache", "session_duration_seconds", format!("{v}: STS accepts 900..=43200"));
-        }
-        c.session_duration = secs(v.clamp(900, 43200));
+        c.session_duration = secs(bounded(issues, "cache", "session_duration_seconds", v, 900..=43200));
+    }
+    if let Some(v) = raw.domain_ttl_seconds {
+        c.domain_ttl = secs(bounded(issues, "cache", "domain_ttl_seconds", v, 10..=3600));
     }
     c
 }
 
 fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfig {
     let mut u = UpstreamConfig::default();
+    let ms = Duration::from_millis;
     if let Some(r) = raw.sts_rate_per_second {
-        if !(r > 0.0 && r <= 1000.0) {
-            issues.push("upstream", "sts_rate_per_second", format!("{r}: must be in (0, 1000]"));
-        }
-        u.sts_rate_per_second = r.clamp(0.01, 1000.0);
+        u.sts_rate_per_second = bounded(issues, "upstream", "sts_rate_per_second", r, 0.01..=1000.0);
     }
     if let Some(b) = raw.sts_burst {
-        u.sts_burst = b.max(1);
+        u.sts_burst = bounded(issues, "upstream", "sts_burst", b, 1..=10_000);
+    }
+    if let Some(r) = raw.acr_rate_per_second {
+        u.acr_rate_per_second = bounded(issues, "upstream", "acr_rate_per_second", r, 0.01..=1000.0);
+    }
+    if let Some(b) = raw.acr_burst {
+        u.acr_burst = bounded(issues, "upstream", "acr_burst", b, 1..=10_000);
     }
     if let Some(m) = raw.max_concurrent {
-        if !(1..=MAX_LIMIT).contains(&m) {
-            issues.push("upstream", "max_concurrent", format!("{m}: must be 1..={MAX_LIMIT}"));
-        }
-        u.max_concurrent = m.clamp(1, MAX_LIMIT);
+        u.max_concurrent = bounded(issues, "upstream", "max_concurrent", m, 1..=MAX_LIMIT);
     }
     if let Some(a) = raw.max_attempts {
-        if !(1..=10).contains(&a) {
-            issues.push("upstream", "max_attempts", format!("{a}: must be 1..=10"));
-        }
-        u.max_attempts = a.clamp(1, 10);
+        u.max_attempts = bounded(issues, "upstream", "max_attempts", a, 1..=10);
     }
-    let ms = Duration::from_millis;
     if let Some(v) = raw.backoff_base_ms {
-        if !(1..=10_000).contains(&v) {
-            issues.push("upstream", "backoff_base_ms", format!("{v}: must be 1..=10000"));
-        }
-        u.backoff_base = ms(v.clamp(1, 10_000));
+        u.backoff_base = ms(bounded(issues, "upstream", "backoff_base_ms", v, 1..=10_000));
     }
     if let Some(v) = raw.backoff_max_ms {
-        if !(1..=120_000).contains(&v) {
-            issues.push("upstream", "backoff_max_ms", format!("{v}: must be 1..=120000"));
-        }
-        u.backoff_max = ms(v.clamp(1, 120_000));
+        u.backoff_max = ms(bounded(issues, "upstream", "backoff_max_ms", v, 1..=120_000));
     }
     if let Some(v) = raw.api_timeout_ms {
-        u.api_timeout = ms(v.clamp(100, 120_000));
+        u.api_timeout = ms(bounded(issues, "upstream", "api_timeout_ms", v, 100..=120_000));
     }
     if let Some(v) = raw.metadata_timeout_ms {
-        u.metadata_timeout = ms(v.clamp(100, 60_000));
+        u.metadata_timeout = ms(bounded(issues, "upstream", "metadata_timeout_ms", v, 100..=60_000));
     }
     u
 }

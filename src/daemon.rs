@@ -49,6 +49,11 @@ pub struct Daemon {
     pub readiness: Arc<Readiness>,
     /// The API socket path (`None` when systemd handed it over and owns the file).
     pub socket: Option<PathBuf>,
+    /// Where the API socket is reachable (bound or handed over), for the watchdog's probe.
+    pub api_path: Option<PathBuf>,
+    /// The device and inode of the socket file this daemon bound: on shutdown the path is
+    /// removed only while it still names this socket, not a successor's.
+    socket_id: Option<(u64, u64)>,
     /// Where metrics are served.
     pub metrics_addr: Option<SocketAddr>,
     /// Where the loopback TCP API is served.
@@ -143,17 +148,24 @@ impl Daemon {
                 _ => tracing::warn!(name = %fd.name, "ignoring an extra socket passed by systemd"),
             }
         }
+        let mut socket_id = None;
         let unix = match unix {
             Some(l) => tokio::net::UnixListener::from_std(l),
             None => {
                 socket = Some(config.server.socket.clone());
                 bind_socket(&config.server.socket, config.server.socket_mode, config.server.socket_group.as_deref())
+                    .map(|(listener, id)| {
+                        socket_id = Some(id);
+                        listener
+                    })
             }
         }
         .map_err(|source| DaemonError::Listen {
             what: format!("API socket {}", config.server.socket.display()),
             source,
         })?;
+        let api_path = unix.local_addr().ok().and_then(|a| a.as_pathname().map(Path::to_path_buf));
+        crate::userns::warn_unmapped(&config.server.allowed_uids, &config.server.allowed_gids);
         let acceptor = UnixAcceptor {
             listener: unix,
             uids: config.server.allowed_uids.clone(),
@@ -183,18 +195,27 @@ impl Daemon {
         let metrics_addr = bind_tcp(config.server.metrics, inherited_metrics, Role::Metrics, "metrics listener")?;
         let api_addr = bind_tcp(config.server.listen, None, Role::Api, "API listener")?;
 
+        // Ready as soon as requests can be taken: the node identity may take a while (metadata
+        // or STS outage at boot), and a start timeout must never kill a daemon that serves what
+        // it can. How far it got is in STATUS= and /readyz.
+        systemd::notify(&[Notify::Ready, Notify::Status(String::from("listening; obtaining the node identity"))]);
         tasks.spawn(boot(Arc::clone(&broker), Arc::clone(&readiness), config.prefetch.clone(), stop()));
-        Ok(Daemon { broker, readiness, socket, metrics_addr, api_addr, shutdown_tx, tasks })
+        Ok(Daemon { broker, readiness, socket, api_path, socket_id, metrics_addr, api_addr, shutdown_tx, tasks })
     }
 
-    /// Removes the socket file, stops accepting, and drains in-flight requests.
+    /// Removes the socket file (if it is still ours), stops accepting, and drains in-flight
+    /// requests.
     ///
-    /// The file goes first: new callers are refused at once instead of waiting out the drain,
-    /// and a new daemon can bind the path meanwhile (removing it after the drain would delete
-    /// the new daemon's socket).
+    /// The file goes first, so new callers go to a successor (or retry) instead of waiting out
+    /// the drain. When a successor already took the path over (a surge rollout), the path
+    /// names its socket and is left alone.
     pub async fn shutdown(mut self) {
-        if let Some(path) = &self.socket {
-            let _ = std::fs::remove_file(path);
+        if let (Some(path), Some(id)) = (&self.socket, self.socket_id) {
+            if socket_file_id(path) == Some(id) {
+                let _ = std::fs::remove_file(path);
+            } else {
+                tracing::info!(socket = %path.display(), "socket path now belongs to a newer daemon; leaving it");
+            }
         }
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
@@ -234,7 +255,7 @@ async fn boot(
             }
         }
     }
-    systemd::notify(&[Notify::Ready, Notify::Status(String::from("serving; identity obtained"))]);
+    systemd::notify(&[Notify::Status(String::from("serving; identity obtained"))]);
     let summary = if prefetch.is_empty() {
         String::from("ready")
     } else {
@@ -257,33 +278,92 @@ async fn boot(
     readiness.set_prefetch_done(summary);
 }
 
-/// Binds the API socket: creates the directory, replaces a stale socket (never a live one or
-/// a non-socket file), and applies mode and group before anyone can connect.
-pub fn bind_socket(path: &Path, mode: u32, group: Option<&str>) -> std::io::Result<tokio::net::UnixListener> {
+/// Binds the API socket and returns it with the (device, inode) of its file.
+///
+/// The socket is bound under a temporary name in the same directory, given its mode and group
+/// before anyone can connect, and renamed over `path` in one step. So a stale socket is
+/// replaced, and a live daemon on the path is taken over without a gap: it keeps serving the
+/// connections it has while new ones reach this socket (a surge rollout). A path that is not
+/// a socket, or a socket served by something that is not acr-broker, is never replaced.
+pub fn bind_socket(
+    path: &Path,
+    mode: u32,
+    group: Option<&str>,
+) -> std::io::Result<(tokio::net::UnixListener, (u64, u64))> {
     use std::os::unix::fs::FileTypeExt;
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-        }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "path exists and is not a socket"));
+            let what = if meta.is_dir() { "a directory" } else { "not a socket" };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is {what}; remove it or choose another [server] socket", path.display()),
+            ));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another daemon is serving this socket"));
+        match std::os::unix::net::UnixStream::connect(path).map(answers_like_a_broker) {
+            Ok(false) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{} is served by something that is not acr-broker", path.display()),
+                ))
+            }
+            Ok(true) => {
+                tracing::info!(socket = %path.display(), "another acr-broker serves this socket; taking it over")
+            }
+            Err(_) => tracing::info!(socket = %path.display(), "replacing a stale socket"),
         }
-        std::fs::remove_file(path)?;
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    if let Some(g) = group {
-        let gid = resolve_group(g)?;
-        std::os::unix::fs::chown(path, None, Some(gid))?;
-    }
+    let name =
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| String::from("broker.sock"));
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    let listener = std::os::unix::net::UnixListener::bind(&temp)?;
+    let prepared = (|| {
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))?;
+        if let Some(g) = group {
+            let gid = resolve_group(g)?;
+            std::os::unix::fs::chown(&temp, None, Some(gid))?;
+        }
+        let id = socket_file_id(&temp).ok_or_else(|| std::io::Error::other("the new socket vanished"))?;
+        std::fs::rename(&temp, path)?;
+        Ok(id)
+    })();
+    let id = match prepared {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+    };
     listener.set_nonblocking(true)?;
-    tokio::net::UnixListener::from_std(listener)
+    Ok((tokio::net::UnixListener::from_std(listener)?, id))
+}
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn socket_file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// True when the server on `stream` answers `GET /healthz` the way acr-broker does (`200`
+/// with `"status":"ok"`, or the JSON 403 it gives a peer it does not admit), within 2 s.
+fn answers_like_a_broker(mut stream: std::os::unix::net::UnixStream) -> bool {
+    use std::io::{Read, Write};
+    let limit = Some(Duration::from_secs(2));
+    if stream.set_read_timeout(limit).and_then(|_| stream.set_write_timeout(limit)).is_err() {
+        return false;
+    }
+    if stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.take(16 * 1024).read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    text.starts_with("HTTP/1.1 ") && (text.contains("\"status\":\"ok\"") || text.contains("\"peer_not_allowed\""))
 }
 
 /// A group name or number to a gid, from `/etc/group`.
@@ -313,15 +393,60 @@ pub async fn serve(
 ) -> Result<(), DaemonError> {
     let daemon = Daemon::start_with_listeners(config, clock, inherited).await?;
     tracing::info!(socket = ?daemon.socket, metrics = ?daemon.metrics_addr, api = ?daemon.api_addr, "acr-broker listening");
+
     if let Some(b) = banner {
         println!("{b}");
     }
-    let _watchdog = systemd::spawn_watchdog(|| true);
+    // The watchdog pings only while the API answers a real request: a wedged accept loop or
+    // request path stops the pings, and systemd restarts the daemon.
+    let probe_path = daemon.api_path.clone();
+    let _watchdog = systemd::spawn_watchdog(move || {
+        let path = probe_path.clone();
+        async move {
+            match path {
+                Some(p) => probe_health(&p, WATCHDOG_PROBE_TIMEOUT).await,
+                None => true,
+            }
+        }
+    });
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     systemd::notify(&[Notify::Stopping, Notify::Status(String::from("draining"))]);
     daemon.shutdown().await;
     Ok(())
+}
+
+/// How long the watchdog's health probe waits for `/healthz`.
+const WATCHDOG_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// True when the API on the unix socket at `path` answers `GET /healthz` with a complete HTTP
+/// response within `timeout` (a refused peer's 403 counts: it, too, went through accept,
+/// HTTP parsing and routing).
+pub async fn probe_health(path: &Path, timeout: Duration) -> bool {
+    use http_body_util::BodyExt;
+    let exchange = async {
+        let stream = tokio::net::UnixStream::connect(path).await.ok()?;
+        let (mut send, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.ok()?;
+        let driver = tokio::spawn(conn);
+        let req = http::Request::get("/healthz")
+            .header(http::header::HOST, "localhost")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .ok()?;
+        let resp = send.send_request(req).await.ok()?;
+        let status = resp.status();
+        resp.into_body().collect().await.ok()?;
+        driver.abort();
+        Some(status)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Ok(Some(status)) => status.is_success() || status == http::StatusCode::FORBIDDEN,
+        Ok(None) => false,
+        Err(_) => {
+            tracing::warn!(timeout_ms = timeout.as_millis() as u64, "health probe: no answer from the API socket");
+            false
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -348,16 +473,25 @@ mod tests {
     async fn socket_gets_its_mode_and_refuses_to_clobber() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/broker.sock");
-        let l = bind_socket(&path, 0o660, None).expect("bind");
+        let (l, id) = bind_socket(&path, 0o660, None).expect("bind");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        let again = bind_socket(&path, 0o660, None).expect_err("live socket must not be replaced");
+        assert_eq!(socket_file_id(&path), Some(id));
+        // Something that accepts but does not speak acr-broker's HTTP is not taken over.
+        let again = bind_socket(&path, 0o660, None).expect_err("a live non-broker socket must not be replaced");
         assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
         drop(l);
-        bind_socket(&path, 0o600, None).expect("stale socket replaced");
+        let (_l, new_id) = bind_socket(&path, 0o600, None).expect("stale socket replaced");
+        assert_ne!(new_id, id);
+        let leftovers: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(leftovers, vec![std::ffi::OsString::from("broker.sock")], "no temporary socket left behind");
         let file = dir.path().join("plain");
         std::fs::write(&file, b"x").expect("write");
-        assert!(bind_socket(&file, 0o660, None).is_err());
+        let e = bind_socket(&file, 0o660, None).expect_err("regular file");
+        assert!(e.to_string().contains("is not a socket"), "{e}");
+        let e = bind_socket(dir.path(), 0o660, None).expect_err("directory");
+        assert!(e.to_string().contains("is a directory"), "{e}");
     }
 
     #[test]

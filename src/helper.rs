@@ -47,10 +47,8 @@ pub fn run_with_client(
     let (code, text) = match args.as_slice() {
         [verb] => match verb.as_str() {
             "get" => get(client, stdin),
-            "store" | "erase" => match read_stdin(stdin) {
-                Ok(_) => (0, String::new()),
-                Err(e) => (1, e),
-            },
+            "store" => store_or_erase(stdin, true),
+            "erase" => store_or_erase(stdin, false),
             "list" => (0, "{}".to_owned()),
             "version" | "--version" | "-v" => {
                 (0, format!("docker-credential-acr-broker (acr-broker) {}", env!("CARGO_PKG_VERSION")))
@@ -80,6 +78,55 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<String, String> {
     String::from_utf8(buf).map_err(|_| "acr-broker: stdin is not UTF-8".to_owned())
 }
 
+/// True when the registry grammar says `host` may be an ACR registry (a default domain). Other
+/// hosts can still be custom domains of an instance, which only the daemon can tell.
+fn acr_shaped(host: &str) -> bool {
+    crate::registry::RegistryHost::parse(host).is_ok_and(|h| !matches!(h.kind(), crate::registry::RegistryKind::Custom))
+}
+
+/// `store` (JSON with `ServerURL`) and `erase` (the server URL): nothing is stored, since ACR
+/// credentials are brokered. For an ACR host that is success; for any other host, pretending
+/// would make `docker login` print "Login Succeeded" and then lose the password, so it fails
+/// and says how to configure docker instead.
+fn store_or_erase(stdin: &mut dyn Read, store: bool) -> (i32, String) {
+    let input = match read_stdin(stdin) {
+        Ok(s) => s,
+        Err(e) => return (1, e),
+    };
+    let server = if store {
+        match serde_json::from_str::<StoreRequest>(&input) {
+            Ok(r) => r.server_url,
+            Err(e) => {
+                return (
+                    1,
+                    format!("acr-broker: store expects {{\"ServerURL\",\"Username\",\"Secret\"}} on stdin: {e}"),
+                )
+            }
+        }
+    } else {
+        input.trim().to_owned()
+    };
+    let host = normalize_server_url(&server).unwrap_or(server);
+    if acr_shaped(&host) {
+        return (0, String::new());
+    }
+    let verb = if store { "store" } else { "erase" };
+    (
+        1,
+        format!(
+            "acr-broker: cannot {verb} credentials for {host}: this helper only brokers ACR pull credentials and stores nothing; \
+             keep \"credsStore\" for other registries and list ACR hosts under \"credHelpers\" instead"
+        ),
+    )
+}
+
+/// The part of a `store` request this helper reads; the secret is never kept or printed.
+#[derive(serde::Deserialize)]
+struct StoreRequest {
+    #[serde(rename = "ServerURL")]
+    server_url: String,
+}
+
 /// The `get` verb: server URL in, `{"ServerURL","Username","Secret"}` out.
 fn get(client: &BrokerClient, stdin: &mut dyn Read) -> (i32, String) {
     let input = match read_stdin(stdin) {
@@ -95,6 +142,16 @@ fn get(client: &BrokerClient, stdin: &mut dyn Read) -> (i32, String) {
         Err(e) => return (1, format!("acr-broker: {e}")),
     };
     let socket = client.socket().display().to_string();
+    // A host that cannot be ACR must not wait out a daemon restart: docker treats any error but
+    // "not found" as fatal, so with credsStore a restart would break every Docker Hub pull.
+    let acr = acr_shaped(&host);
+    let no_retry;
+    let client = if acr {
+        client
+    } else {
+        no_retry = client.clone().with_retry_budget(std::time::Duration::ZERO);
+        &no_retry
+    };
     match client.get_credentials(&host) {
         Ok(Answer::Credentials(c)) => {
             let out =
@@ -115,6 +172,7 @@ fn get(client: &BrokerClient, stdin: &mut dyn Read) -> (i32, String) {
                 ),
             )
         }
+        Err(e) if !acr && e.is_unanswered() => (1, NOT_FOUND.to_owned()),
         Err(e) => (1, format!("acr-broker: no credentials for {host}: {}", one_line(&e.to_string()))),
     }
 }
@@ -226,13 +284,45 @@ mod tests {
         assert_eq!(out.lines().count(), 1);
     }
 
+    const ACR_HOST: &str = "demo-registry.cn-hangzhou.cr.aliyuncs.com";
+
     #[test]
-    fn get_with_daemon_down_names_the_socket() {
-        let (code, out, _) = helper(&nowhere(), &["get"], "127.0.0.1:5000");
+    fn get_with_daemon_down_names_the_socket_for_acr_hosts() {
+        let (code, out, _) = helper(&nowhere(), &["get"], ACR_HOST);
         assert_eq!(code, 1);
         assert_eq!(out.lines().count(), 1, "{out}");
-        assert!(out.starts_with("acr-broker: no credentials for 127.0.0.1:5000: cannot reach acr-broker at /nonexistent/acr-broker-test.sock"), "{out}");
+        assert!(out.starts_with(&format!("acr-broker: no credentials for {ACR_HOST}: cannot reach acr-broker at /nonexistent/acr-broker-test.sock")), "{out}");
+        assert!(out.contains("socket does not exist"), "{out}");
         assert!(out.contains("systemctl status acr-broker"), "{out}");
+    }
+
+    #[test]
+    fn get_with_daemon_down_is_not_found_at_once_for_hosts_that_cannot_be_acr() {
+        // With credsStore, docker treats anything but "not found" as fatal: Docker Hub pulls
+        // must fall back at once while the daemon restarts, without waiting out the retries.
+        let slow = nowhere().with_retry_budget(std::time::Duration::from_secs(30));
+        for host in ["https://index.docker.io/v1/", "ghcr.io", "127.0.0.1:5000"] {
+            let started = std::time::Instant::now();
+            let (code, out, _) = helper(&slow, &["get"], host);
+            assert_eq!((code, out.as_str()), (1, "credentials not found in native keychain\n"), "{host}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(2), "{host}: {:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn get_for_an_acr_host_rides_out_a_daemon_that_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("late.sock");
+        let client = BrokerClient::new(&path).with_retry_budget(std::time::Duration::from_secs(3));
+        let late = path.clone();
+        let daemon = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            FakeDaemon::answering_at(&late, 200, OK)
+        });
+        let (code, out, err) = helper(&client, &["get"], ACR_HOST);
+        let _daemon = daemon.join().unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("\"Secret\":\"pw-123\""), "{out}");
     }
 
     #[test]
@@ -247,10 +337,26 @@ mod tests {
     }
 
     #[test]
-    fn store_and_erase_succeed_silently_without_calling_the_daemon() {
-        let store = r#"{"ServerURL":"127.0.0.1:5000","Username":"u","Secret":"p"}"#;
-        assert_eq!(helper(&nowhere(), &["store"], store), (0, String::new(), String::new()));
-        assert_eq!(helper(&nowhere(), &["erase"], "127.0.0.1:5000"), (0, String::new(), String::new()));
+    fn store_and_erase_succeed_silently_for_acr_hosts_without_calling_the_daemon() {
+        let store = format!(r#"{{"ServerURL":"https://{ACR_HOST}","Username":"u","Secret":"p"}}"#);
+        assert_eq!(helper(&nowhere(), &["store"], &store), (0, String::new(), String::new()));
+        assert_eq!(helper(&nowhere(), &["erase"], ACR_HOST), (0, String::new(), String::new()));
+    }
+
+    #[test]
+    fn store_and_erase_for_other_registries_fail_and_say_how_to_configure_docker() {
+        let store = r#"{"ServerURL":"https://index.docker.io/v1/","Username":"u","Secret":"hunter2"}"#;
+        let (code, out, _) = helper(&nowhere(), &["store"], store);
+        assert_eq!(code, 1);
+        assert!(out.contains("cannot store credentials for index.docker.io"), "{out}");
+        assert!(out.contains("credHelpers") && out.contains("credsStore"), "{out}");
+        assert!(!out.contains("hunter2"), "the secret is never echoed: {out}");
+        let (code, out, _) = helper(&nowhere(), &["erase"], "ghcr.io");
+        assert_eq!(code, 1);
+        assert!(out.contains("cannot erase credentials for ghcr.io"), "{out}");
+        let (code, out, _) = helper(&nowhere(), &["store"], "not json");
+        assert_eq!(code, 1);
+        assert!(out.contains("ServerURL"), "{out}");
     }
 
     #[test]

@@ -38,9 +38,12 @@ const MAX_STDIN: u64 = 1024 * 1024;
 
 const PREFIX: &str = "acr-broker kubelet-plugin";
 
-/// The request the kubelet writes on stdin; unknown fields are rejected, as kubelet's decoder would.
+/// The request the kubelet writes on stdin. The v1 request gains fields in place (1.33 added
+/// the service-account ones), so fields this plugin does not know are accepted and ignored —
+/// a stricter decoder would make every pull go ahead without credentials after a kubelet
+/// upgrade. Only their names are logged (at debug), never their values.
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 struct CredentialProviderRequest {
     kind: String,
     api_version: String,
@@ -49,6 +52,8 @@ struct CredentialProviderRequest {
     service_account_token: Option<Secret>,
     #[serde(default)]
     service_account_annotations: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 /// The response the kubelet reads; field names per `credentialprovider.kubelet.k8s.io`.
@@ -102,6 +107,10 @@ pub fn run_with(
 /// Request in, response JSON out, or the reason there is none.
 fn handle(client: &BrokerClient, clock: &SharedClock, stdin: &mut dyn Read) -> Result<String, String> {
     let request = read_request(stdin)?;
+    if !request.unknown.is_empty() {
+        let names: Vec<&str> = request.unknown.keys().map(String::as_str).collect();
+        tracing::debug!(fields = ?names, "ignoring request fields this plugin does not know");
+    }
     let host = crate::registry::host_from_image(&request.image)
         .map_err(|e| format!("image {:?} has no usable registry host: {e}", request.image))?;
     // The auth key must match the image as the kubelet sees it, so keep the image's own spelling.
@@ -290,11 +299,17 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_is_rejected_by_name() {
-        let (code, out, err) = plugin(&nowhere(), &request(API_VERSIONS[0], r#","imagePullPolicy":"Always""#));
-        assert_eq!((code, out.as_str()), (1, ""));
-        assert!(err.starts_with("acr-broker kubelet-plugin: "), "{err}");
-        assert!(err.contains("unknown field `imagePullPolicy`"), "{err}");
+    fn unknown_request_fields_are_ignored_not_fatal() {
+        // A future kubelet adds fields in place; the plugin must still answer.
+        let daemon = FakeDaemon::answering(200, OK);
+        let extra = r#","imagePullPolicy":"Always","futureField":{"nested":[1,2,3]}"#;
+        let (code, out, err) = plugin(&BrokerClient::new(daemon.socket()), &request(API_VERSIONS[0], extra));
+        assert_eq!(code, 0, "{err}");
+        // The response stays strict: only the fields the kubelet knows.
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["apiVersion", "auth", "cacheDuration", "cacheKeyType", "kind"]);
+        assert_eq!(v["auth"]["demo-registry.cn-hangzhou.cr.aliyuncs.com"]["password"], "pw-123");
     }
 
     #[test]

@@ -25,3 +25,4 @@ pub mod secret;
 pub mod server;
 pub mod systemd;
 pub mod upstream;
+pub mod userns;

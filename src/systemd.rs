@@ -191,7 +191,11 @@ fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -
 ///
 /// While `health()` is false the pings stop, so systemd kills and restarts a wedged daemon after
 /// `WatchdogSec=`; when health returns, pings resume. Call it from inside the runtime.
-pub fn spawn_watchdog(health: impl Fn() -> bool + Send + 'static) -> Option<tokio::task::JoinHandle<()>> {
+pub fn spawn_watchdog<F, Fut>(health: F) -> Option<tokio::task::JoinHandle<()>>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     let interval = watchdog_interval()?;
     let socket = env::var_os("NOTIFY_SOCKET")?;
     let runtime = match tokio::runtime::Handle::try_current() {
@@ -206,13 +210,17 @@ pub fn spawn_watchdog(health: impl Fn() -> bool + Send + 'static) -> Option<toki
 }
 
 /// Pings `socket` every `interval` while `health()` holds; runs until the task is aborted.
-async fn watchdog_loop(socket: OsString, interval: Duration, health: impl Fn() -> bool) {
+async fn watchdog_loop<F, Fut>(socket: OsString, interval: Duration, health: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_healthy = true;
     loop {
         ticker.tick().await;
-        let healthy = health();
+        let healthy = health().await;
         if healthy {
             if let Err(err) = notify_to(&socket, &[Notify::Watchdog]) {
                 tracing::warn!(error = %err, "sd_notify WATCHDOG=1 failed");

@@ -15,12 +15,15 @@ use crate::aliyun::Error as ApiError;
 use crate::config::UpstreamConfig;
 use crate::metrics::Metrics;
 
-/// Which upstream API a call goes to; STS calls also pass through the token bucket.
+/// Which upstream API a call goes to; STS and ACR calls each pass through their own token
+/// bucket, because each draws on an account-wide quota that every node shares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
     /// STS AssumeRole / AssumeRoleWithOIDC.
     Sts,
-    /// ACR and the metadata service.
+    /// The ACR API: ListInstance, ListInstanceEndpoint, GetAuthorizationToken.
+    Acr,
+    /// The metadata service and registry token realms (node-local or per-registry, no quota).
     Other,
 }
 
@@ -81,6 +84,7 @@ pub fn backoff_delay(
 #[derive(Debug)]
 pub struct Upstream {
     sts_bucket: TokenBucket,
+    acr_bucket: TokenBucket,
     in_flight: Semaphore,
     config: UpstreamConfig,
     metrics: Arc<Metrics>,
@@ -91,6 +95,7 @@ impl Upstream {
     pub fn new(config: UpstreamConfig, metrics: Arc<Metrics>) -> Self {
         Upstream {
             sts_bucket: TokenBucket::new(config.sts_rate_per_second, config.sts_burst),
+            acr_bucket: TokenBucket::new(config.acr_rate_per_second, config.acr_burst),
             in_flight: Semaphore::new(config.max_concurrent),
             config,
             metrics,
@@ -105,8 +110,10 @@ impl Upstream {
     {
         let mut attempt = 1;
         loop {
-            if api == Api::Sts {
-                self.sts_bucket.acquire().await;
+            match api {
+                Api::Sts => self.sts_bucket.acquire().await,
+                Api::Acr => self.acr_bucket.acquire().await,
+                Api::Other => {}
             }
             let result = {
                 let _permit = self.in_flight.acquire().await;

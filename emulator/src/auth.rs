@@ -111,6 +111,9 @@ fn resolve_key(
         let user = world
             .user_by_ak(ak)
             .ok_or_else(|| ApiError::new(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found."))?;
+        if state.knobs().disabled_access_keys.iter().any(|k| k == ak) {
+            return Err(ApiError::new(403, "InvalidAccessKeyId.Inactive", "Specified access key is disabled."));
+        }
         if token.is_some() {
             return Err(token_error(
                 "InvalidSecurityToken.MismatchWithAccessKey",

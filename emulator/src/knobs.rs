@@ -71,6 +71,12 @@ pub struct Knobs {
     pub malformed_json: Vec<String>,
     /// Require the hardened-mode metadata token on metadata GETs.
     pub require_metadata_token: bool,
+    /// Long-term AccessKeyIds that are disabled (answered `InvalidAccessKeyId.Inactive`), as
+    /// after a key rotation.
+    pub disabled_access_keys: Vec<String>,
+    /// The realm refuses ACR passwords issued before this time (epoch milliseconds), as when a
+    /// password is revoked while it has not yet expired.
+    pub acr_revoked_before_ms: Option<u64>,
 }
 
 impl Default for Knobs {
@@ -87,6 +93,8 @@ impl Default for Knobs {
             metadata_down_mode: MetadataDownMode::Status,
             malformed_json: Vec::new(),
             require_metadata_token: false,
+            disabled_access_keys: Vec::new(),
+            acr_revoked_before_ms: None,
         }
     }
 }

@@ -126,6 +126,10 @@ pub fn token(state: &State, raw_query: Option<&str>, headers: &HeaderMap) -> Rep
             if epoch_secs(now) >= claims.exp {
                 return unauthorized("temporary password expired");
             }
+            let revoked_before = state.knobs().acr_revoked_before_ms;
+            if revoked_before.is_some_and(|t| claims.time.parse::<u64>().map_or(true, |issued| issued < t)) {
+                return unauthorized("temporary password revoked");
+            }
             let (issued_for, repo_prefix) = if claims.kind == "personal" {
                 let s = world.personal.iter().find(|p| p.account == claims.account && p.region == claims.region);
                 (s.map(|p| p.token_service.clone()), String::new())

@@ -56,6 +56,17 @@ pub enum Error {
         /// What went wrong (no secrets: built from transport errors only).
         detail: String,
     },
+    /// The endpoint's host name does not exist (DNS says so, not "try again"): an unknown region
+    /// or a mistyped endpoint. Not retried; callers remember it like other refusals.
+    #[error("{action}: the endpoint host {host} does not exist (DNS: {detail}); is the region right?")]
+    UnknownHost {
+        /// The API action or metadata path that was called.
+        action: String,
+        /// The host that does not resolve.
+        host: String,
+        /// The resolver's words.
+        detail: String,
+    },
     /// The answer could not be read: not JSON, a missing or mistyped field, a body too large.
     #[error("{action}: malformed response: {detail}")]
     Decode {
@@ -132,7 +143,7 @@ impl Error {
             }
             Error::Timeout { .. } | Error::Connect { .. } | Error::Io { .. } => ErrorKind::Transient,
             Error::Decode { .. } => ErrorKind::Malformed,
-            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::InvalidInput(_) | Error::UnknownHost { .. } => ErrorKind::InvalidInput,
             Error::NoIdentity(_) => ErrorKind::Denied,
         }
     }
@@ -149,6 +160,7 @@ impl Error {
             Error::Upstream { code, .. } => code,
             Error::Timeout { .. } => "Timeout",
             Error::Connect { .. } => "ConnectionFailed",
+            Error::UnknownHost { .. } => UNKNOWN_HOST,
             Error::Decode { .. } => "MalformedResponse",
             Error::InvalidInput(_) => "InvalidInput",
             Error::NoIdentity(_) => "NoIdentity",
@@ -184,6 +196,21 @@ impl Error {
     pub(crate) fn decode(action: &str, detail: impl Into<String>) -> Self {
         Error::Decode { action: action.to_owned(), detail: detail.into() }
     }
+}
+
+/// The code of [`Error::UnknownHost`].
+pub const UNKNOWN_HOST: &str = "EndpointNotFound";
+
+/// True when a resolver error says the name does not exist (as opposed to a resolver that is
+/// unreachable or answered "try again", which stays a transient failure).
+pub fn is_name_not_found(detail: &str) -> bool {
+    const MARKERS: [&str; 4] = [
+        "Name or service not known",
+        "No address associated with hostname",
+        "nodename nor servname provided",
+        "Name does not resolve",
+    ];
+    detail.contains("dns error") && MARKERS.iter().any(|m| detail.contains(m))
 }
 
 /// The classification table for upstream answers.
@@ -304,5 +331,26 @@ mod tests {
         assert!(s.contains("trust policy"), "{s}");
         let s = Error::Timeout { action: "GetAuthorizationToken".into(), after: Duration::from_secs(5) }.to_string();
         assert!(s.contains("GetAuthorizationToken") && s.contains("timed out"), "{s}");
+    }
+}
+
+#[cfg(test)]
+mod unknown_host_tests {
+    use super::*;
+
+    #[test]
+    fn only_a_name_that_does_not_exist_is_final() {
+        let nx = "client error (Connect): dns error: failed to lookup address information: Name or service not known";
+        assert!(is_name_not_found(nx));
+        let again = "client error (Connect): dns error: failed to lookup address information: Temporary failure in name resolution";
+        assert!(!is_name_not_found(again), "a resolver that said 'try again' is transient");
+        assert!(!is_name_not_found("connection refused"));
+        let e = Error::UnknownHost {
+            action: "ListInstance".into(),
+            host: "cr.xx-nowhere-9.aliyuncs.com".into(),
+            detail: nx.into(),
+        };
+        assert_eq!((e.code(), e.kind(), e.is_retryable()), (UNKNOWN_HOST, ErrorKind::InvalidInput, false));
+        assert!(e.to_string().contains("cr.xx-nowhere-9.aliyuncs.com"), "{e}");
     }
 }

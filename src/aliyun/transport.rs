@@ -158,7 +158,15 @@ impl Transport {
             Some(Err(detail)) => return Err(Error::Connect { action: action.to_owned(), detail: detail.clone() }),
             None => self.inner.direct.request(request).await,
         };
-        let response = sent.map_err(|e| Error::Connect { action: action.to_owned(), detail: error_chain(&e) })?;
+        let response = sent.map_err(|e| {
+            let detail = error_chain(&e);
+            if super::error::is_name_not_found(&detail) {
+                let host = uri.host().unwrap_or_default().to_owned();
+                Error::UnknownHost { action: action.to_owned(), host, detail }
+            } else {
+                Error::Connect { action: action.to_owned(), detail }
+            }
+        })?;
         let (parts, body) = response.into_parts();
         let collected = Limited::new(body, MAX_BODY).collect().await.map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {

@@ -5,9 +5,14 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use std::future::Future;
+
 use super::error::EXPIRED_SESSION;
-use super::{Answer, Base, Broker, BrokerError, ChainKey, CredKey, Edition, Issued, Lookup, TargetKey, LOOKUP_TTL};
-use crate::aliyun::{AssumeRoleRequest, AssumeRoleWithOidcRequest, Credentials, DomainKind};
+use super::{
+    Answer, Base, Broker, BrokerError, ChainKey, CredKey, Edition, Issued, Lookup, NodeIdentity, TargetKey, LOOKUP_TTL,
+};
+use crate::aliyun::error::UNKNOWN_HOST;
+use crate::aliyun::{AssumeRoleRequest, AssumeRoleWithOidcRequest, Credentials, DomainKind, Error as ApiError};
 use crate::cache::Outcome;
 use crate::ids::{InstanceId, InstanceRef, Region, RoleArn};
 use crate::policy::{InstanceSelector, Plan, Target};
@@ -26,7 +31,7 @@ impl Broker {
         plan: &Plan,
         chains: &[ChainKey],
         sa_token: Option<&Secret>,
-    ) -> Shared<Answer> {
+    ) -> Shared<(Answer, CredKey)> {
         if chains.is_empty() {
             return Err(Arc::new(BrokerError::bad_request("no_role_chain", "the annotations yield no role chain")));
         }
@@ -59,7 +64,12 @@ impl Broker {
         Err(last_denial.unwrap_or_else(|| Arc::new(BrokerError::bad_request("no_role_chain", "no role chain worked"))))
     }
 
-    async fn serve_with_chain(self: &Arc<Self>, plan: &Plan, chain: &ChainKey, sa: Option<&Secret>) -> Shared<Answer> {
+    async fn serve_with_chain(
+        self: &Arc<Self>,
+        plan: &Plan,
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+    ) -> Shared<(Answer, CredKey)> {
         let (region, target) = match &plan.target {
             Target::Personal { region } => (region.clone(), TargetKey::Personal),
             Target::Enterprise { region, instance } => match instance {
@@ -87,31 +97,33 @@ impl Broker {
                     .await?
             }
         };
-        Ok(Answer {
+        let answer = Answer {
             credential,
             registry: plan.host.as_str().to_owned(),
             chain: chain_arns(chain),
             outcome,
             via_service_account: matches!(chain.base, Base::ServiceAccount(_)),
-        })
+        };
+        Ok((answer, key))
     }
 
     /// Mints a registry credential with a freshly assumed last hop.
     async fn load_credential(self: &Arc<Self>, key: &CredKey, sa: Option<&Secret>) -> Result<Issued, BrokerError> {
-        let creds = self.chain_credentials(&key.chain, sa, true).await.map_err(|e| (*e).clone())?;
-        let region = key.region.as_str();
-        let token = match &key.target {
+        let region = &key.region;
+        let (token, creds) = match &key.target {
             TargetKey::Instance(id) => {
-                let action = "GetAuthorizationToken";
-                let call = self
-                    .upstream
-                    .call(Api::Other, action, || self.client.get_authorization_token(&creds, region, id.as_str()));
-                self.signed_call(&key.chain, action, call).await?
+                self.acr_call(&key.chain, sa, true, region, "GetAuthorizationToken", |creds| {
+                    let (this, creds, id) = (Arc::clone(self), creds, id.clone());
+                    async move { this.client.get_authorization_token(&creds, region.as_str(), id.as_str()).await }
+                })
+                .await?
             }
             TargetKey::Personal => {
-                let action = "PersonalGetAuthorizationToken";
-                let call = self.upstream.call(Api::Other, action, || self.client.get_personal_token(&creds, region));
-                self.signed_call(&key.chain, action, call).await?
+                self.acr_call(&key.chain, sa, true, region, "PersonalGetAuthorizationToken", |creds| {
+                    let this = Arc::clone(self);
+                    async move { this.client.get_personal_token(&creds, region.as_str()).await }
+                })
+                .await?
             }
         };
         let mut expires_at = match creds.expires_at {
@@ -123,7 +135,7 @@ impl Broker {
         if let Some(token_end) = sa.and_then(|t| jwt_expiry(t.expose_secret())) {
             expires_at = expires_at.min(token_end);
         }
-        tracing::info!(region, target = ?key.target, hops = key.chain.hops.len(), "issued registry credential");
+        tracing::info!(region = region.as_str(), target = ?key.target, hops = key.chain.hops.len(), "issued registry credential");
         Ok(Issued {
             username: token.username,
             password: token.password,
@@ -148,14 +160,102 @@ impl Broker {
                 let this = Arc::clone(&this);
                 async move {
                     let source = Arc::clone(&this.identity);
-                    this.upstream
+                    let mut creds = this
+                        .upstream
                         .call(Api::Other, "Metadata", || source.fetch())
                         .await
-                        .map_err(|e| BrokerError::NoIdentity(format!("{} identity: {e}", this.identity.name())))
+                        .map_err(|e| BrokerError::NoIdentity(format!("{} identity: {e}", this.identity.name())))?;
+                    let read_again_at = this.now() + this.config.identity_reread;
+                    // An STS token whose source states no end still has one: what is issued
+                    // with it is not trusted past the next read of the source.
+                    if creds.expires_at.is_none() && creds.security_token.is_some() {
+                        creds.expires_at = Some(read_again_at);
+                    }
+                    Ok(NodeIdentity { credentials: Arc::new(creds), read_again_at })
                 }
             })
             .await
-            .map(|(c, _)| c)
+            .map(|(identity, _)| Arc::clone(&identity.credentials))
+    }
+
+    /// Reads the node identity again after upstream refused `used` as unknown, disabled or
+    /// mis-signed (a rotated key); `Some` only when the source now gives different credentials.
+    async fn reread_node_identity(self: &Arc<Self>, used: &Credentials) -> Option<Arc<Credentials>> {
+        let differs = |c: &Credentials| {
+            c.access_key_id != used.access_key_id
+                || c.access_key_secret != used.access_key_secret
+                || c.security_token != used.security_token
+        };
+        // Another request may have read it again already.
+        if let Ok(current) = self.node_credentials().await {
+            if differs(&current) {
+                return Some(current);
+            }
+        }
+        self.node_identity.invalidate(&()).await;
+        let fresh = self.node_credentials().await.ok()?;
+        tracing::info!(changed = differs(&fresh), "node identity read again after an authentication failure");
+        differs(&fresh).then_some(fresh)
+    }
+
+    /// Runs `call` signed by `signer`; when the signer is the node identity and upstream says
+    /// the key is unknown, disabled or mis-signed, reads the identity again and, if it changed,
+    /// calls once more with the new key before answering.
+    async fn with_node_reread<T, F, Fut>(
+        self: &Arc<Self>,
+        signer: Arc<Credentials>,
+        node_signed: bool,
+        mut call: F,
+    ) -> Result<(T, Arc<Credentials>), BrokerError>
+    where
+        F: FnMut(Arc<Credentials>) -> Fut,
+        Fut: Future<Output = Result<T, BrokerError>>,
+    {
+        match call(Arc::clone(&signer)).await {
+            Err(e) if node_signed && is_stale_key(e.code()) => match self.reread_node_identity(&signer).await {
+                Some(fresh) => call(Arc::clone(&fresh)).await.map(|v| (v, fresh)),
+                None => Err(e),
+            },
+            other => other.map(|v| (v, signer)),
+        }
+    }
+
+    /// An ACR API call for `region`, signed by the end of `chain`, within the ACR budget.
+    ///
+    /// A region whose endpoint does not exist is remembered for the negative TTL; an expired
+    /// signing session is dropped so the next attempt renews it; a rotated node key is read
+    /// again (see [`with_node_reread`](Self::with_node_reread)).
+    async fn acr_call<T, F, Fut>(
+        self: &Arc<Self>,
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+        young: bool,
+        region: &Region,
+        action: &'static str,
+        op: F,
+    ) -> Result<(T, Arc<Credentials>), BrokerError>
+    where
+        F: Fn(Arc<Credentials>) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        if let Some(known) = self.dead_regions.get(region) {
+            return Err((*known).clone());
+        }
+        let signer = self.chain_credentials(chain, sa, young).await.map_err(|e| (*e).clone())?;
+        let node_signed = matches!(chain.base, Base::Node) && chain.hops.is_empty();
+        let op = &op;
+        let result = self
+            .with_node_reread(signer, node_signed, |creds| async move {
+                let call = self.upstream.call(Api::Acr, action, || op(Arc::clone(&creds)));
+                self.signed_call(chain, action, call).await
+            })
+            .await;
+        if let Err(e) = &result {
+            if e.code() == UNKNOWN_HOST {
+                self.dead_regions.insert(region.clone(), Arc::new(e.clone()));
+            }
+        }
+        result
     }
 
     /// Credentials at the end of `chain`; with `young_last`, the last hop is freshly assumed.
@@ -193,9 +293,16 @@ impl Broker {
         for i in 0..chain.hops.len() {
             let prefix = ChainKey { base: chain.base.clone(), hops: Arc::from(&chain.hops[..=i]) };
             let (this, role, caller) = (Arc::clone(self), chain.hops[i].clone(), Arc::clone(&creds));
+            let node_signed = i == 0 && matches!(chain.base, Base::Node);
             let load = move || {
                 let (this, role, caller) = (Arc::clone(&this), role.clone(), Arc::clone(&caller));
-                async move { this.assume_role(&caller, &role).await }
+                async move {
+                    let assume = |signer: Arc<Credentials>| {
+                        let (this, role) = (Arc::clone(&this), role.clone());
+                        async move { this.assume_role(&signer, &role).await }
+                    };
+                    this.with_node_reread(caller, node_signed, assume).await.map(|(session, _)| session)
+                }
             };
             let young = young_last && i + 1 == chain.hops.len();
             let got = if young {
@@ -304,13 +411,13 @@ impl Broker {
             .get_or_load(&k, move || {
                 let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
                 async move {
-                    let creds =
-                        this.chain_credentials(&key.2, token.as_ref(), false).await.map_err(|e| (*e).clone())?;
                     let action = "ListInstance";
-                    let call = this
-                        .upstream
-                        .call(Api::Other, action, || this.client.list_instance(&creds, key.0.as_str(), &key.1));
-                    let list = this.signed_call(&key.2, action, call).await?;
+                    let (list, _) = this
+                        .acr_call(&key.2, token.as_ref(), false, &key.0, action, |creds| {
+                            let (this, region, name) = (Arc::clone(&this), key.0.clone(), key.1.clone());
+                            async move { this.client.list_instance(&creds, region.as_str(), &name).await }
+                        })
+                        .await?;
                     let hit = list.iter().find(|i| i.instance_name.eq_ignore_ascii_case(&key.1)).ok_or_else(|| {
                         BrokerError::Denied {
                             action,
@@ -358,17 +465,23 @@ impl Broker {
                 .get_or_load(&k, move || {
                     let (this, key, token) = (Arc::clone(&this), key.clone(), token.clone());
                     async move {
-                        let creds =
-                            this.chain_credentials(&key.3, token.as_ref(), false).await.map_err(|e| (*e).clone())?;
                         let action = "ListInstanceEndpoint";
-                        let call = this.upstream.call(Api::Other, action, || {
-                            this.client.list_instance_endpoint(&creds, key.1.as_str(), key.2.as_str())
-                        });
-                        let domains = this.signed_call(&key.3, action, call).await?;
+                        let (domains, _) = this
+                                .acr_call(&key.3, token.as_ref(), false, &key.1, action, |creds| {
+                                    let (this, region, id) = (Arc::clone(&this), key.1.clone(), key.2.clone());
+                                    async move {
+                                        this.client.list_instance_endpoint(&creds, region.as_str(), id.as_str()).await
+                                    }
+                                })
+                                .await?;
                         let owns = domains.iter().any(|d| {
                             matches!(d.kind, DomainKind::User | DomainKind::System) && domain_matches(&d.domain, &key.0)
                         });
-                        Ok(Lookup { value: owns, until: this.now() + LOOKUP_TTL })
+                        // Binding or unbinding a domain must be seen within minutes: a "no" is
+                        // kept like other negative answers, a "yes" for the shorter domain TTL.
+                        let cache = &this.config.cache;
+                        let ttl = if owns { cache.domain_ttl } else { cache.negative_ttl };
+                        Ok(Lookup { value: owns, until: this.now() + ttl })
                     }
                 })
                 .await;
@@ -386,6 +499,14 @@ impl Broker {
             })
         }))
     }
+}
+
+/// Codes that say the signing key is unknown, disabled or does not match its secret: what a
+/// rotated node key looks like before it is read again.
+fn is_stale_key(code: &str) -> bool {
+    code == "SignatureDoesNotMatch"
+        || code.starts_with("InvalidAccessKeyId")
+        || code.starts_with("InvalidSecurityToken")
 }
 
 /// The `exp` claim of a JWT, read without verifying it: used only to shorten a lifetime.

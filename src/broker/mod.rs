@@ -158,15 +158,35 @@ impl<T> Expiring for Lookup<T> {
 
 impl Expiring for Credentials {
     fn expires_at(&self) -> SystemTime {
-        // Long-term keys do not expire; give them a far horizon so they are never refreshed.
-        self.expires_at.unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 365 * 86_400))
+        // Sessions always carry their end; a key without one is wrapped in `NodeIdentity`.
+        self.expires_at.unwrap_or(SystemTime::UNIX_EPOCH)
     }
 }
+
+/// The node identity as cached: credentials whose source states no end (access keys from a
+/// file, the environment or the config) are read again at `read_again_at`, so a rotated key
+/// takes effect without a restart.
+#[derive(Debug)]
+pub struct NodeIdentity {
+    /// The credentials (shared with every chain that starts from them).
+    pub credentials: Arc<Credentials>,
+    /// When to read the source again if upstream gave no expiry.
+    pub read_again_at: SystemTime,
+}
+
+impl Expiring for NodeIdentity {
+    fn expires_at(&self) -> SystemTime {
+        self.credentials.expires_at.unwrap_or(self.read_again_at)
+    }
+}
+
+/// After a registry refuses a credential, it is dropped and fetched anew at most once per window.
+pub const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 /// Most role chains (service roles x user roles) one request may ask to be tried.
 pub const MAX_CHAINS: usize = 16;
 
-/// How long instance and domain lookups are trusted.
+/// How long instance-name lookups are trusted (an instance id never changes for a name).
 pub const LOOKUP_TTL: Duration = Duration::from_secs(3600);
 
 /// The broker: caches plus the clients that fill them.
@@ -177,11 +197,16 @@ pub struct Broker {
     config: Arc<Config>,
     upstream: Upstream,
     metrics: Arc<Metrics>,
-    node_identity: ExpiringCache<(), Credentials>,
+    node_identity: ExpiringCache<(), NodeIdentity>,
     sessions: ExpiringCache<ChainKey, Credentials>,
     instances: ExpiringCache<(Region, String, ChainKey), Lookup<InstanceId>>,
     domains: ExpiringCache<(String, Region, InstanceId, ChainKey), Lookup<bool>>,
     credentials: ExpiringCache<CredKey, Issued>,
+    /// Regions whose ACR endpoint does not exist, remembered for the negative TTL so made-up
+    /// hosts cost no DNS lookups or retries.
+    dead_regions: moka::sync::Cache<Region, Arc<BrokerError>>,
+    /// Credentials a registry refused recently: each is dropped and re-fetched once per window.
+    refused: moka::sync::Cache<CredKey, ()>,
     working_chain: moka::sync::Cache<u64, usize>,
     /// One shared copy of each distinct role chain, so cache keys do not each hold their own.
     interned_chains: moka::sync::Cache<Arc<[RoleArn]>, Arc<[RoleArn]>>,
@@ -218,6 +243,8 @@ impl Broker {
                 Arc::clone(&clock),
                 Arc::clone(&metrics),
             ),
+            dead_regions: moka::sync::Cache::builder().max_capacity(small).time_to_live(c.negative_ttl).build(),
+            refused: moka::sync::Cache::builder().max_capacity(small).time_to_live(REFUSAL_WINDOW).build(),
             working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             interned_chains: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             session_name: session_name_for_host(),
@@ -241,6 +268,14 @@ impl Broker {
 
     /// Credentials for one request: the policy decides, the caches answer.
     pub async fn credentials(self: &Arc<Self>, req: &CredentialRequest) -> Result<Answer, Arc<BrokerError>> {
+        self.credentials_keyed(req).await.map(|(answer, _)| answer)
+    }
+
+    /// [`credentials`](Self::credentials), with the cache key that holds the answer.
+    pub(crate) async fn credentials_keyed(
+        self: &Arc<Self>,
+        req: &CredentialRequest,
+    ) -> Result<(Answer, CredKey), Arc<BrokerError>> {
         let host = RegistryHost::parse(&req.registry).map_err(|e| {
             Arc::new(BrokerError::bad_request("invalid_registry", format!("registry {:?}: {e}", req.registry)))
         })?;

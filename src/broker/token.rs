@@ -43,10 +43,44 @@ struct RealmAnswer {
     issued_at: Option<String>,
 }
 
+/// The action name of realm calls in metrics and errors.
+const REALM_ACTION: &str = "RegistryToken";
+
+/// What the realm said to a credential.
+enum RealmReply {
+    /// 200 with this body.
+    Token(bytes::Bytes),
+    /// 401/403 (or another refusal status): the credential was not accepted.
+    Refused(u16),
+}
+
 /// Largest realm answer accepted.
 const MAX_REALM_BODY: usize = 64 * 1024;
 
 impl Broker {
+    /// One GET of the realm with `cred` as Basic auth.
+    async fn realm_token(&self, url: &str, cred: &super::Issued) -> Result<RealmReply, Arc<BrokerError>> {
+        let action = REALM_ACTION;
+        let basic =
+            data_encoding::BASE64.encode(format!("{}:{}", cred.username, cred.password.expose_secret()).as_bytes());
+        let headers = [("authorization", format!("Basic {basic}"))];
+        let (status, _, body) = self
+            .upstream
+            .call(Api::Other, action, || self.client.transport().get(url, &headers))
+            .await
+            .map_err(|e| Arc::new(BrokerError::upstream(action, e)))?;
+        match status {
+            200 => Ok(RealmReply::Token(body)),
+            429 | 500..=599 => Err(Arc::new(BrokerError::Unavailable {
+                action,
+                code: format!("HTTP{status}"),
+                message: format!("the token realm is unavailable (HTTP {status})"),
+                retry_after: Duration::from_secs(2),
+            })),
+            _ => Ok(RealmReply::Refused(status)),
+        }
+    }
+
     /// Fetches the registry bearer token the challenge asks for, with this node's ACR credential.
     pub async fn registry_token(
         self: &Arc<Self>,
@@ -68,42 +102,40 @@ impl Broker {
         };
         let realm_url = crate::challenge::realm_is_allowed(&realm, &self.config.allowed_realm_hosts)
             .map_err(|e| bad("realm_not_allowed", format!("realm {realm:?}: {e}")))?;
-        let answer = self
-            .credentials(&CredentialRequest {
-                registry: req.registry.clone(),
-                annotations: req.annotations.clone(),
-                service_account_token: None,
-            })
-            .await?;
+        let request = CredentialRequest {
+            registry: req.registry.clone(),
+            annotations: req.annotations.clone(),
+            service_account_token: None,
+        };
+        let (mut answer, mut key) = self.credentials_keyed(&request).await?;
+        let mut refetched = false;
+        let body = loop {
+            let cred = &answer.credential;
+            let url = realm_url.token_url(service.as_deref(), &scopes, Some(&cred.username));
+            match self.realm_token(&url, cred).await? {
+                RealmReply::Token(body) => break body,
+                RealmReply::Refused(status) => {
+                    // The registry does not take a credential we still think valid (revoked,
+                    // rotated upstream): drop it and fetch a new one — once per window, so a
+                    // registry that refuses everything cannot make us hammer ACR.
+                    if !refetched && self.refused.get(&key).is_none() {
+                        self.refused.insert(key.clone(), ());
+                        self.credentials.invalidate_value(&key, &answer.credential).await;
+                        tracing::warn!(registry = %req.registry, status, "the token realm refused a cached credential; fetching a new one");
+                        (answer, key) = self.credentials_keyed(&request).await?;
+                        refetched = true;
+                        continue;
+                    }
+                    return Err(Arc::new(BrokerError::Denied {
+                        action: REALM_ACTION,
+                        code: format!("HTTP{status}"),
+                        message: format!("the token realm refused the ACR credential (HTTP {status})"),
+                    }));
+                }
+            }
+        };
+        let action = REALM_ACTION;
         let cred = &answer.credential;
-        let url = realm_url.token_url(service.as_deref(), &scopes, Some(&cred.username));
-        let basic =
-            data_encoding::BASE64.encode(format!("{}:{}", cred.username, cred.password.expose_secret()).as_bytes());
-        let headers = [("authorization", format!("Basic {basic}"))];
-        let action = "RegistryToken";
-        let (status, _, body) = self
-            .upstream
-            .call(Api::Other, action, || self.client.transport().get(&url, &headers))
-            .await
-            .map_err(|e| Arc::new(BrokerError::upstream(action, e)))?;
-        match status {
-            200 => {}
-            429 | 500..=599 => {
-                return Err(Arc::new(BrokerError::Unavailable {
-                    action,
-                    code: format!("HTTP{status}"),
-                    message: format!("the token realm is unavailable (HTTP {status})"),
-                    retry_after: Duration::from_secs(2),
-                }))
-            }
-            _ => {
-                return Err(Arc::new(BrokerError::Denied {
-                    action,
-                    code: format!("HTTP{status}"),
-                    message: format!("the token realm refused the ACR credential (HTTP {status})"),
-                }))
-            }
-        }
         if body.len() > MAX_REALM_BODY {
             return Err(Arc::new(BrokerError::BadUpstream { action, message: String::from("realm answer too large") }));
         }

@@ -223,3 +223,49 @@ async fn a_caller_that_gives_up_does_not_abort_the_shared_load() {
     assert_eq!(t.serial, 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "one upstream call, not two");
 }
+
+/// Before the fix, a failed young reload put the old entry back unconditionally, discarding
+/// the terminal denial the reload had just cached (and so calling upstream again at once).
+#[tokio::test]
+async fn failed_young_reload_keeps_a_terminal_denial() {
+    let clock = ManualClock::new(epoch(1_000_000));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = cache(&clock);
+    c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("load");
+    clock.advance(Duration::from_secs(700));
+    let denials = Arc::new(AtomicUsize::new(0));
+    let denied = {
+        let denials = denials.clone();
+        move || {
+            let denials = denials.clone();
+            async move {
+                denials.fetch_add(1, Ordering::SeqCst);
+                Err::<Token, _>(BrokerError::Denied {
+                    action: "AssumeRole",
+                    code: "NoPermission".into(),
+                    message: String::from("trust revoked"),
+                })
+            }
+        }
+    };
+    assert!(c.get_or_load_young(&"k", denied.clone()).await.is_err());
+    let again = c.get_or_load(&"k", denied).await;
+    let denial = again.expect_err("the denial is remembered");
+    assert!(matches!(*denial, BrokerError::Denied { .. }), "{denial}");
+    assert_eq!(denials.load(Ordering::SeqCst), 1, "no second upstream call within the negative TTL");
+}
+
+#[tokio::test]
+async fn invalidate_value_drops_only_the_value_the_caller_saw() {
+    let clock = ManualClock::new(epoch(1_000_000));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = cache(&clock);
+    let (first, _) = c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("load");
+    assert!(c.invalidate_value(&"k", &first).await, "the value seen is dropped");
+    let (second, _) = c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("reload");
+    assert_eq!(second.serial, 2);
+    // A second caller holding the old value must not drop the fresher one.
+    assert!(!c.invalidate_value(&"k", &first).await);
+    let (still, o) = c.get_or_load(&"k", loader(&clock, &calls, Duration::from_secs(3600))).await.expect("hit");
+    assert_eq!((still.serial, o), (2, Outcome::Hit));
+}

@@ -27,7 +27,7 @@ type Script = Arc<dyn Fn(&Seen) -> Reply + Send + Sync>;
 
 /// A running fake daemon; stops when dropped.
 pub(crate) struct FakeDaemon {
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
     socket: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -38,6 +38,20 @@ impl FakeDaemon {
     pub fn start(script: impl Fn(&Seen) -> Reply + Send + Sync + 'static) -> FakeDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("broker.sock");
+        FakeDaemon::start_at(Some(dir), socket, script)
+    }
+
+    /// Starts a daemon that always answers `status` with `body`, on the socket `path`.
+    pub fn answering_at(path: &std::path::Path, status: u16, body: &str) -> FakeDaemon {
+        let body = body.to_owned();
+        FakeDaemon::start_at(None, path.to_path_buf(), move |_| (status, Vec::new(), body.clone()))
+    }
+
+    fn start_at(
+        dir: Option<tempfile::TempDir>,
+        socket: PathBuf,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> FakeDaemon {
         let std_listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
         std_listener.set_nonblocking(true).expect("nonblocking");
         let seen = Arc::new(Mutex::new(Vec::new()));

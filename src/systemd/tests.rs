@@ -230,7 +230,7 @@ async fn watchdog_pings_while_healthy_and_stops_when_not() {
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     let task = tokio::spawn(watchdog_loop(path.into_os_string(), Duration::from_millis(20), move || {
-        flag.load(Ordering::SeqCst)
+        std::future::ready(flag.load(Ordering::SeqCst))
     }));
     let sock = tokio::task::spawn_blocking(move || {
         assert_eq!(recv_text(&sock), "WATCHDOG=1\n");

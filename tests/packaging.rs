@@ -90,7 +90,7 @@ fn systemd_verify_check_catches_a_typo() {
     let dir = unit_copies();
     let path = dir.path().join("acr-broker.service");
     let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace("Restart=on-failure", "Restat=on-failure")).unwrap();
+    std::fs::write(&path, text.replace("Restart=always", "Restat=always")).unwrap();
     let out = verify(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("Restat"), "typo not reported: {stderr}");
@@ -157,7 +157,8 @@ fn service_unit_keeps_the_contract() {
         ("Type", "notify"),
         ("NotifyAccess", "main"),
         ("WatchdogSec", "30s"),
-        ("Restart", "on-failure"),
+        ("Restart", "always"),
+        ("RestartSec", "100ms"),
         ("ExecStart", "/usr/local/bin/acr-broker serve --config /etc/acr-broker/config.toml"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
@@ -175,11 +176,14 @@ fn service_unit_keeps_the_contract() {
     );
     // The daemon must reach 100.100.100.200, STS and CR; it must not write credentials to disk;
     // and a RuntimeDirectory would delete the socket unit's /run/acr-broker on stop.
-    for banned in ["PrivateNetwork", "IPAddressDeny", "StateDirectory", "RuntimeDirectory"] {
+    // PrivateUsers= would turn every non-root peer into 65534, so allowed_uids/allowed_gids and
+    // a SocketGroup could never admit a non-root runtime.
+    for banned in ["PrivateNetwork", "IPAddressDeny", "StateDirectory", "RuntimeDirectory", "PrivateUsers"] {
         assert_eq!(setting(&s, banned), None, "[Service] {banned} must not be set");
     }
     let u = unit_settings(&text, "Unit");
     assert_eq!(setting(&u, "Requires"), Some("acr-broker.socket"));
+    assert_eq!(setting(&u, "StartLimitIntervalSec"), Some("0"), "never give up restarting");
 }
 
 #[test]

@@ -148,7 +148,7 @@ pub struct ExpiringCache<K, T> {
     name: &'static str,
     inner: moka::future::Cache<K, Slot<T>>,
     clock: SharedClock,
-    config: CacheConfig,
+    config: std::sync::RwLock<CacheConfig>,
     counters: CacheCounters,
 }
 
@@ -172,7 +172,13 @@ where
         metrics: Arc<Metrics>,
     ) -> Self {
         let inner = moka::future::Cache::builder().max_capacity(capacity).time_to_idle(config.idle).build();
-        ExpiringCache { name, inner, clock, config, counters: metrics.cache_counters(name) }
+        ExpiringCache {
+            name,
+            inner,
+            clock,
+            config: std::sync::RwLock::new(config),
+            counters: metrics.cache_counters(name),
+        }
     }
 
     /// Returns a usable value for `key`, loading it with `load` when there is none.
@@ -300,7 +306,7 @@ where
     {
         let fut = load();
         let clock = Arc::clone(&self.clock);
-        let config = self.config.clone();
+        let config = self.config();
         async move {
             let result = fut.await;
             let now = clock.now();
@@ -327,7 +333,7 @@ where
             return;
         }
         let (inner, clock, config, metrics, name) =
-            (self.inner.clone(), Arc::clone(&self.clock), self.config.clone(), self.counters.clone(), self.name);
+            (self.inner.clone(), Arc::clone(&self.clock), self.config(), self.counters.clone(), self.name);
         let (key, entry) = (key.clone(), Arc::clone(entry));
         tokio::spawn(async move {
             // Cleared however the task ends (even a panic), so refresh-ahead never stalls.
@@ -350,6 +356,54 @@ where
                 }
             }
         });
+    }
+
+    /// The cache settings in force (a reload may change them).
+    fn config(&self) -> CacheConfig {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Takes new cache settings (a config reload): loads from now on use them, and every ready
+    /// entry is planned again from its own fetch time and expiry, so new margins apply to values
+    /// already cached without fetching them again.
+    pub async fn replan(&self, config: CacheConfig) {
+        match self.config.write() {
+            Ok(mut c) => *c = config.clone(),
+            Err(poisoned) => *poisoned.into_inner() = config.clone(),
+        }
+        let ready: Vec<(Arc<K>, Arc<Entry<T>>)> = self
+            .inner
+            .iter()
+            .filter_map(|(k, slot)| match slot {
+                Slot::Ready(e) => Some((k, e)),
+                Slot::Failed { .. } => None,
+            })
+            .collect();
+        for (key, old) in ready {
+            let schedule = Schedule::plan(old.fetched_at, old.value.expires_at(), &config, rand::random::<f64>());
+            let entry = Entry {
+                value: Arc::clone(&old.value),
+                fetched_at: old.fetched_at,
+                schedule,
+                refreshing: AtomicBool::new(false),
+                retry_after_ms: AtomicU64::new(0),
+            };
+            // Only over the entry planned before; a value loaded meanwhile is already on the new plan.
+            self.replace_if(
+                &key,
+                |slot| matches!(slot, Slot::Ready(e) if Arc::ptr_eq(e, &old)),
+                Some(Slot::Ready(Arc::new(entry))),
+            )
+            .await;
+        }
+    }
+
+    /// Drops every entry (a reload changed what they were loaded with: identity, endpoints).
+    pub fn clear(&self) {
+        self.inner.invalidate_all();
     }
 
     /// Drops one key (used when upstream says a cached value no longer works).

@@ -129,7 +129,9 @@ fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
             return crate::dev::run().await;
         }
         let config = Config::load(&config_path).map_err(|e| (EX_CONFIG, e.to_string()))?;
-        crate::daemon::serve(config, crate::clock::system(), inherited, None).await.map_err(|e| (1, e.to_string()))
+        crate::daemon::serve(config, Some(config_path), crate::clock::system(), inherited, None)
+            .await
+            .map_err(|e| (1, e.to_string()))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,7 +59,7 @@ pub struct ConfigError {
 }
 
 /// Which base identity the node uses.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum IdentityConfig {
     /// The SDK order: environment, then OIDC env, then the credentials file if it exists, then ECS RAM role.
     Default,
@@ -77,7 +77,7 @@ pub enum IdentityConfig {
 }
 
 /// Cache knobs (see the `[cache]` table in the README).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CacheConfig {
     /// Upper bound on cached registry credentials.
     pub capacity: u64,
@@ -117,7 +117,7 @@ impl Default for CacheConfig {
 }
 
 /// Upstream budget knobs (see the `[upstream]` table in the README).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
     /// Sustained STS calls per second from this node.
     pub sts_rate_per_second: f64,
@@ -159,7 +159,7 @@ impl Default for UpstreamConfig {
 }
 
 /// Listener and access settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// Unix socket of the API.
     pub socket: PathBuf,
@@ -198,7 +198,7 @@ impl Default for ServerConfig {
 }
 
 /// Cloud endpoints and region.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AliyunConfig {
     /// The node's region: the default for instance ids without a region prefix.
     pub region: Region,
@@ -211,7 +211,7 @@ pub struct AliyunConfig {
 }
 
 /// The whole validated configuration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Listeners.
     pub server: ServerConfig,

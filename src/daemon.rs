@@ -114,16 +114,10 @@ impl Daemon {
         inherited: Vec<systemd::ListenFd>,
     ) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
-        let endpoints = Endpoints {
-            sts: config.aliyun.sts_endpoint.clone(),
-            cr: config.aliyun.cr_endpoint.clone(),
-            metadata: config.aliyun.metadata_endpoint.clone(),
-        };
-        let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
-        let client =
-            Client::new(endpoints, timeouts, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
+        let client = client_for(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
+        metrics.mark_config_loaded(clock.now());
         let broker = Broker::new(Arc::clone(&config), client, identity, clock, metrics);
         let readiness = Readiness::new();
         let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness) });
@@ -220,6 +214,63 @@ impl Daemon {
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file did not validate; every problem is listed, the old config stays.
+    #[error("{0}")]
+    Invalid(#[from] crate::config::ConfigError),
+    /// The file is valid but what it names could not be built (e.g. the identity source).
+    #[error("{0}")]
+    Apply(String),
+}
+
+impl Daemon {
+    /// Re-reads the config at `path` and swaps it in (see [`Broker::reload`]); on any problem the
+    /// old config keeps serving. Counted in `acr_broker_config_reloads_total{outcome}`.
+    pub async fn reload_from(&self, path: &Path) -> Result<crate::broker::ReloadSummary, ReloadError> {
+        let metrics = Arc::clone(self.broker.metrics());
+        let clock = Arc::clone(self.broker.clock());
+        let now = || clock.now();
+        let config = match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics.observe_reload("invalid", now());
+                return Err(e.into());
+            }
+        };
+        let rebuilt = self
+            .broker
+            .reload(config, |c| {
+                let client = client_for(c, Arc::clone(&clock)).map_err(|e| format!("client: {e}"))?;
+                let identity = identity_from_config(c, &client).map_err(|e| format!("identity: {e}"))?;
+                Ok((client, identity))
+            })
+            .await;
+        match rebuilt {
+            Ok(summary) => {
+                metrics.observe_reload("ok", now());
+                Ok(summary)
+            }
+            Err(e) => {
+                metrics.observe_reload("error", now());
+                Err(ReloadError::Apply(e))
+            }
+        }
+    }
+}
+
+/// The cloud API client for `config`'s endpoints and timeouts.
+fn client_for(config: &Config, clock: SharedClock) -> Result<Client, crate::aliyun::Error> {
+    let endpoints = Endpoints {
+        sts: config.aliyun.sts_endpoint.clone(),
+        cr: config.aliyun.cr_endpoint.clone(),
+        metadata: config.aliyun.metadata_endpoint.clone(),
+    };
+    let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
+    Client::new(endpoints, timeouts, clock)
 }
 
 /// Obtains the node identity (retrying with backoff until it works), reports readiness, then
@@ -387,10 +438,14 @@ fn resolve_group(group: &str) -> std::io::Result<u32> {
 /// `inherited` are the sockets systemd passed (taken before the runtime started threads).
 pub async fn serve(
     config: Config,
+    config_path: Option<PathBuf>,
     clock: SharedClock,
     inherited: Vec<systemd::ListenFd>,
     banner: Option<String>,
 ) -> Result<(), DaemonError> {
+    // Take SIGHUP first: its default action would end the process (and every pull with it).
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|source| DaemonError::Listen { what: String::from("SIGHUP handler"), source })?;
     let daemon = Daemon::start_with_listeners(config, clock, inherited).await?;
     tracing::info!(socket = ?daemon.socket, metrics = ?daemon.metrics_addr, api = ?daemon.api_addr, "acr-broker listening");
 
@@ -409,11 +464,57 @@ pub async fn serve(
             }
         }
     });
-    wait_for_signal().await;
+    let stop = wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = hangups.recv() => reload_on_hangup(&daemon, config_path.as_deref()).await,
+        }
+    }
     tracing::info!("shutting down: draining in-flight requests");
     systemd::notify(&[Notify::Stopping, Notify::Status(String::from("draining"))]);
     daemon.shutdown().await;
     Ok(())
+}
+
+/// One SIGHUP: re-read the config, tell systemd (`RELOADING=1`, then `READY=1`), and log what
+/// happened — every problem of a refused file, and the settings that wait for a restart.
+async fn reload_on_hangup(daemon: &Daemon, path: Option<&Path>) {
+    let Some(path) = path else {
+        tracing::warn!("SIGHUP: there is no config file to read again (dev mode); nothing changed");
+        return;
+    };
+    systemd::notify(&[Notify::Reloading, Notify::Status(format!("reloading {}", path.display()))]);
+    let status = match daemon.reload_from(path).await {
+        Ok(summary) => {
+            tracing::info!(
+                config = %path.display(),
+                caches_dropped = summary.caches_dropped,
+                caches_replanned = summary.caches_replanned,
+                budget_changed = summary.budget_changed,
+                "config reloaded"
+            );
+            if !summary.needs_restart.is_empty() {
+                tracing::warn!(settings = ?summary.needs_restart,
+                    "these settings change only with a restart; they were kept as they are");
+            }
+            format!("serving; config reloaded from {}", path.display())
+        }
+        Err(ReloadError::Invalid(e)) => {
+            for issue in &e.issues {
+                tracing::error!(config = %path.display(), "config reload refused: {issue}");
+            }
+            tracing::warn!(config = %path.display(), problems = e.issues.len(),
+                "config reload refused; the config in force keeps serving");
+            format!("serving; reload of {} refused ({} problem(s))", path.display(), e.issues.len())
+        }
+        Err(ReloadError::Apply(e)) => {
+            tracing::error!(config = %path.display(), error = %e, "config reload failed; the config in force keeps serving");
+            format!("serving; reload of {} failed: {e}", path.display())
+        }
+    };
+    systemd::notify(&[Notify::Ready, Notify::Status(status)]);
 }
 
 /// How long the watchdog's health probe waits for `/healthz`.

@@ -27,6 +27,8 @@ pub const ACTIONS: &[&str] = &[
     "Metadata",
     "RegistryToken",
 ];
+/// How a config reload ended.
+pub const RELOAD_OUTCOMES: &[&str] = &["ok", "invalid", "error"];
 /// Upstream outcomes.
 pub const UPSTREAM_OUTCOMES: &[&str] = &["ok", "throttled", "denied", "error"];
 
@@ -49,6 +51,8 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     upstream_in_flight: IntGauge,
     audit_denied: prometheus::IntCounter,
+    config_reloads: IntCounterVec,
+    config_last_reload_success: prometheus::Gauge,
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -148,6 +152,21 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable_metric("acr_broker_peer_denied_total", e));
         let _ = registry.register(Box::new(audit_denied.clone()));
+        let config_reloads = counter_vec(
+            &registry,
+            "acr_broker_config_reloads_total",
+            "Config reloads (SIGHUP, systemctl reload), by outcome: ok, invalid (file refused, old config kept), error.",
+            &["outcome"],
+        );
+        for o in RELOAD_OUTCOMES {
+            config_reloads.with_label_values(&[o]);
+        }
+        let config_last_reload_success = prometheus::Gauge::new(
+            "acr_broker_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load (start or reload).",
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_config_last_reload_success_timestamp_seconds", e));
+        let _ = registry.register(Box::new(config_last_reload_success.clone()));
         let build_info = IntGaugeVec::new(
             Opts::new("acr_broker_build_info", "Build information; the value is always 1."),
             &["version"],
@@ -192,7 +211,25 @@ impl Metrics {
             upstream_duration,
             upstream_in_flight,
             audit_denied,
+            config_reloads,
+            config_last_reload_success,
         }
+    }
+
+    /// Counts one config reload (`outcome` one of [`RELOAD_OUTCOMES`]); a successful one also
+    /// sets the last-success time to `at`.
+    pub fn observe_reload(&self, outcome: &str, at: std::time::SystemTime) {
+        let outcome = if RELOAD_OUTCOMES.contains(&outcome) { outcome } else { "error" };
+        self.config_reloads.with_label_values(&[outcome]).inc();
+        if outcome == "ok" {
+            self.mark_config_loaded(at);
+        }
+    }
+
+    /// Records when the config in force was loaded (at start, and after each good reload).
+    pub fn mark_config_loaded(&self, at: std::time::SystemTime) {
+        let secs = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.config_last_reload_success.set(secs);
     }
 
     /// Counts one answered request.

@@ -45,6 +45,9 @@ pub enum Notify {
     Stopping,
     /// `WATCHDOG=1`: the service is alive; must arrive within `WatchdogSec=`.
     Watchdog,
+    /// `RELOADING=1` with `MONOTONIC_USEC=` (CLOCK_MONOTONIC now): a config reload began; systemd
+    /// waits for the next `READY=1` before it calls the reload done.
+    Reloading,
 }
 
 impl Notify {
@@ -54,12 +57,23 @@ impl Notify {
             Notify::Ready => "READY=1".to_owned(),
             Notify::Stopping => "STOPPING=1".to_owned(),
             Notify::Watchdog => "WATCHDOG=1".to_owned(),
+            Notify::Reloading => format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()),
             Notify::Status(text) => {
                 let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
                 format!("STATUS={one_line}")
             }
         }
     }
+}
+
+/// CLOCK_MONOTONIC in microseconds, as `MONOTONIC_USEC=` wants it (0 if the clock fails).
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`, which we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000).saturating_add(ts.tv_nsec as u64 / 1000)
 }
 
 /// The datagram payload for `states`: one `KEY=VALUE` line each, newline-terminated.

@@ -159,6 +159,7 @@ fn service_unit_keeps_the_contract() {
         ("WatchdogSec", "30s"),
         ("Restart", "always"),
         ("RestartSec", "100ms"),
+        ("ExecReload", "/bin/kill -HUP $MAINPID"),
         ("ExecStart", "/usr/local/bin/acr-broker serve --config /etc/acr-broker/config.toml"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),

@@ -114,14 +114,14 @@ impl Broker {
             TargetKey::Instance(id) => {
                 self.acr_call(&key.chain, sa, true, region, "GetAuthorizationToken", |creds| {
                     let (this, creds, id) = (Arc::clone(self), creds, id.clone());
-                    async move { this.client.get_authorization_token(&creds, region.as_str(), id.as_str()).await }
+                    async move { this.live().client.get_authorization_token(&creds, region.as_str(), id.as_str()).await }
                 })
                 .await?
             }
             TargetKey::Personal => {
                 self.acr_call(&key.chain, sa, true, region, "PersonalGetAuthorizationToken", |creds| {
                     let this = Arc::clone(self);
-                    async move { this.client.get_personal_token(&creds, region.as_str()).await }
+                    async move { this.live().client.get_personal_token(&creds, region.as_str()).await }
                 })
                 .await?
             }
@@ -159,13 +159,14 @@ impl Broker {
             .get_or_load(&(), move || {
                 let this = Arc::clone(&this);
                 async move {
-                    let source = Arc::clone(&this.identity);
-                    let mut creds = this
+                    let live = this.live();
+                    let source = Arc::clone(&live.identity);
+                    let mut creds = live
                         .upstream
                         .call(Api::Other, "Metadata", || source.fetch())
                         .await
-                        .map_err(|e| BrokerError::NoIdentity(format!("{} identity: {e}", this.identity.name())))?;
-                    let read_again_at = this.now() + this.config.identity_reread;
+                        .map_err(|e| BrokerError::NoIdentity(format!("{} identity: {e}", source.name())))?;
+                    let read_again_at = this.now() + live.config.identity_reread;
                     // An STS token whose source states no end still has one: what is issued
                     // with it is not trusted past the next read of the source.
                     if creds.expires_at.is_none() && creds.security_token.is_some() {
@@ -243,10 +244,10 @@ impl Broker {
         }
         let signer = self.chain_credentials(chain, sa, young).await.map_err(|e| (*e).clone())?;
         let node_signed = matches!(chain.base, Base::Node) && chain.hops.is_empty();
-        let op = &op;
+        let (op, upstream) = (&op, &self.live().upstream);
         let result = self
             .with_node_reread(signer, node_signed, |creds| async move {
-                let call = self.upstream.call(Api::Acr, action, || op(Arc::clone(&creds)));
+                let call = upstream.call(Api::Acr, action, || op(Arc::clone(&creds)));
                 self.signed_call(chain, action, call).await
             })
             .await;
@@ -353,20 +354,21 @@ impl Broker {
 
     async fn assume_role(&self, caller: &Credentials, role: &RoleArn) -> Result<Credentials, BrokerError> {
         let action = "AssumeRole";
+        let live = self.live();
         let mut req = AssumeRoleRequest {
             role_arn: role.as_str().to_owned(),
             session_name: self.session_name.clone(),
-            duration_seconds: u32::try_from(self.config.cache.session_duration.as_secs())
+            duration_seconds: u32::try_from(live.config.cache.session_duration.as_secs())
                 .unwrap_or(CHAINED_MAX_SECONDS),
             policy: None,
             external_id: None,
         };
-        let first = self.upstream.call(Api::Sts, action, || self.client.assume_role(caller, &req)).await;
+        let first = live.upstream.call(Api::Sts, action, || live.client.assume_role(caller, &req)).await;
         let session = match first {
             // Chained hops are capped at one hour; ask again within the cap.
             Err(e) if e.code() == "InvalidParameter.DurationSeconds" && req.duration_seconds > CHAINED_MAX_SECONDS => {
                 req.duration_seconds = CHAINED_MAX_SECONDS;
-                self.upstream.call(Api::Sts, action, || self.client.assume_role(caller, &req)).await
+                live.upstream.call(Api::Sts, action, || live.client.assume_role(caller, &req)).await
             }
             other => other,
         }
@@ -377,7 +379,8 @@ impl Broker {
 
     async fn exchange_service_account_token(&self, role: &RoleArn, token: Secret) -> Result<Credentials, BrokerError> {
         let action = "AssumeRoleWithOIDC";
-        let provider_arn = self.config.oidc_provider_arn.clone().unwrap_or_default();
+        let live = self.live();
+        let provider_arn = live.config.oidc_provider_arn.clone().unwrap_or_default();
         let req = AssumeRoleWithOidcRequest {
             role_arn: role.as_str().to_owned(),
             provider_arn,
@@ -385,9 +388,9 @@ impl Broker {
             session_name: self.session_name.clone(),
             duration_seconds: CHAINED_MAX_SECONDS,
         };
-        let session = self
+        let session = live
             .upstream
-            .call(Api::Sts, action, || self.client.assume_role_with_oidc(&req))
+            .call(Api::Sts, action, || live.client.assume_role_with_oidc(&req))
             .await
             .map_err(|e| BrokerError::upstream(action, e))?;
         Ok(session.credentials)
@@ -415,7 +418,7 @@ impl Broker {
                     let (list, _) = this
                         .acr_call(&key.2, token.as_ref(), false, &key.0, action, |creds| {
                             let (this, region, name) = (Arc::clone(&this), key.0.clone(), key.1.clone());
-                            async move { this.client.list_instance(&creds, region.as_str(), &name).await }
+                            async move { this.live().client.list_instance(&creds, region.as_str(), &name).await }
                         })
                         .await?;
                     let hit = list.iter().find(|i| i.instance_name.eq_ignore_ascii_case(&key.1)).ok_or_else(|| {
@@ -467,19 +470,22 @@ impl Broker {
                     async move {
                         let action = "ListInstanceEndpoint";
                         let (domains, _) = this
-                                .acr_call(&key.3, token.as_ref(), false, &key.1, action, |creds| {
-                                    let (this, region, id) = (Arc::clone(&this), key.1.clone(), key.2.clone());
-                                    async move {
-                                        this.client.list_instance_endpoint(&creds, region.as_str(), id.as_str()).await
-                                    }
-                                })
-                                .await?;
+                            .acr_call(&key.3, token.as_ref(), false, &key.1, action, |creds| {
+                                let (this, region, id) = (Arc::clone(&this), key.1.clone(), key.2.clone());
+                                async move {
+                                    this.live()
+                                        .client
+                                        .list_instance_endpoint(&creds, region.as_str(), id.as_str())
+                                        .await
+                                }
+                            })
+                            .await?;
                         let owns = domains.iter().any(|d| {
                             matches!(d.kind, DomainKind::User | DomainKind::System) && domain_matches(&d.domain, &key.0)
                         });
                         // Binding or unbinding a domain must be seen within minutes: a "no" is
                         // kept like other negative answers, a "yes" for the shorter domain TTL.
-                        let cache = &this.config.cache;
+                        let cache = &this.live().config.cache;
                         let ttl = if owns { cache.domain_ttl } else { cache.negative_ttl };
                         Ok(Lookup { value: owns, until: this.now() + ttl })
                     }

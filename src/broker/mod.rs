@@ -3,6 +3,7 @@
 
 mod chain;
 mod error;
+mod reload;
 mod token;
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use sha2::Digest;
 
 pub use error::BrokerError;
+pub use reload::{changes_what_was_loaded, keep_restart_only, restart_only_changes, ReloadSummary};
 pub use token::{RegistryBearer, TokenRequest};
 
 use crate::aliyun::identity::IdentitySource;
@@ -189,13 +191,22 @@ pub const MAX_CHAINS: usize = 16;
 /// How long instance-name lookups are trusted (an instance id never changes for a name).
 pub const LOOKUP_TTL: Duration = Duration::from_secs(3600);
 
+/// What a config reload swaps while the caches stay warm: the config and what is built from it.
+pub struct Live {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// The cloud API client (endpoints, timeouts).
+    pub client: Client,
+    /// The node identity source.
+    pub identity: Arc<dyn IdentitySource>,
+    /// The upstream budget (token buckets, concurrency, retries).
+    pub upstream: Arc<Upstream>,
+}
+
 /// The broker: caches plus the clients that fill them.
 pub struct Broker {
-    client: Client,
-    identity: Arc<dyn IdentitySource>,
+    live: std::sync::RwLock<Arc<Live>>,
     clock: SharedClock,
-    config: Arc<Config>,
-    upstream: Upstream,
     metrics: Arc<Metrics>,
     node_identity: ExpiringCache<(), NodeIdentity>,
     sessions: ExpiringCache<ChainKey, Credentials>,
@@ -215,7 +226,7 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("identity", &self.identity.name()).finish_non_exhaustive()
+        f.debug_struct("Broker").field("identity", &self.live().identity.name()).finish_non_exhaustive()
     }
 }
 
@@ -230,8 +241,8 @@ impl Broker {
     ) -> Arc<Broker> {
         let c = &config.cache;
         let small = (c.capacity / 10).max(1000);
+        let upstream = Arc::new(Upstream::new(config.upstream.clone(), Arc::clone(&metrics)));
         Arc::new(Broker {
-            upstream: Upstream::new(config.upstream.clone(), Arc::clone(&metrics)),
             node_identity: ExpiringCache::new("identity", 1, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
             sessions: ExpiringCache::new("session", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
             instances: ExpiringCache::new("instance", small, c.clone(), Arc::clone(&clock), Arc::clone(&metrics)),
@@ -248,12 +259,24 @@ impl Broker {
             working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             interned_chains: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             session_name: session_name_for_host(),
-            client,
-            identity,
+            live: std::sync::RwLock::new(Arc::new(Live { config, client, identity, upstream })),
             clock,
-            config,
             metrics,
         })
+    }
+
+    /// The config and clients in force now (a reload swaps them; a load in flight keeps the
+    /// ones it started with).
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(live) => Arc::clone(&live),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The clock expiry is judged by.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// The metrics registry this broker reports to.
@@ -262,8 +285,8 @@ impl Broker {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.live().config)
     }
 
     /// Credentials for one request: the policy decides, the caches answer.
@@ -281,7 +304,8 @@ impl Broker {
         })?;
         let annotations = Annotations::from_map(req.annotations.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| Arc::new(policy_error(e)))?;
-        let plan = crate::policy::plan(&host, annotations.as_ref(), &self.config.defaults, &self.config.aliyun.region)
+        let config = self.config();
+        let plan = crate::policy::plan(&host, annotations.as_ref(), &config.defaults, &config.aliyun.region)
             .map_err(|e| Arc::new(policy_error(e)))?;
         // A service-account token is exchanged only for a role the ServiceAccount itself names.
         // Kubelets send a token for every pod once tokenAttributes are configured; a pod whose
@@ -307,7 +331,7 @@ impl Broker {
         let Some(token) = sa_token else {
             return Ok(plan.chains.iter().map(|c| ChainKey { base: Base::Node, hops: self.intern(&c.0) }).collect());
         };
-        if self.config.oidc_provider_arn.is_none() {
+        if self.live().config.oidc_provider_arn.is_none() {
             return Err(Arc::new(BrokerError::bad_request(
                 "service_account_tokens_disabled",
                 "a service-account token was sent but [service_account_tokens] oidc_provider_arn is not configured",

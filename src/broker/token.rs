@@ -64,9 +64,10 @@ impl Broker {
         let basic =
             data_encoding::BASE64.encode(format!("{}:{}", cred.username, cred.password.expose_secret()).as_bytes());
         let headers = [("authorization", format!("Basic {basic}"))];
-        let (status, _, body) = self
+        let live = self.live();
+        let (status, _, body) = live
             .upstream
-            .call(Api::Other, action, || self.client.transport().get(url, &headers))
+            .call(Api::Other, action, || live.client.transport().get(url, &headers))
             .await
             .map_err(|e| Arc::new(BrokerError::upstream(action, e)))?;
         match status {
@@ -100,7 +101,7 @@ impl Broker {
                 ))
             }
         };
-        let realm_url = crate::challenge::realm_is_allowed(&realm, &self.config.allowed_realm_hosts)
+        let realm_url = crate::challenge::realm_is_allowed(&realm, &self.config().allowed_realm_hosts)
             .map_err(|e| bad("realm_not_allowed", format!("realm {realm:?}: {e}")))?;
         let request = CredentialRequest {
             registry: req.registry.clone(),

@@ -143,6 +143,29 @@ fn millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// What a cache holds for a key, seen without loading, refreshing or counting anything.
+#[derive(Debug)]
+pub enum Peek<T> {
+    /// Nothing usable: the next request loads it.
+    Empty,
+    /// A usable value; after `refresh_in` the next request refreshes it in the background.
+    Ready {
+        /// The value.
+        value: Arc<T>,
+        /// How long it is still served.
+        usable_for: Duration,
+        /// Time until a background refresh starts (zero when due).
+        refresh_in: Duration,
+    },
+    /// A remembered terminal failure.
+    Failed {
+        /// Its code.
+        code: String,
+        /// How long it is still remembered.
+        remembered_for: Duration,
+    },
+}
+
 /// One named cache of expiring values keyed by `K`.
 pub struct ExpiringCache<K, T> {
     name: &'static str,
@@ -356,6 +379,23 @@ where
                 }
             }
         });
+    }
+
+    /// What the cache holds for `key` now, without loading or counting a hit (for `explain`).
+    pub async fn peek(&self, key: &K) -> Peek<T> {
+        let now = self.clock.now();
+        let left = |t: SystemTime| t.duration_since(now).unwrap_or_default();
+        match self.inner.get(key).await {
+            Some(Slot::Ready(e)) if e.schedule.is_usable(now) => Peek::Ready {
+                value: Arc::clone(&e.value),
+                usable_for: left(e.schedule.usable_until),
+                refresh_in: left(e.schedule.refresh_at),
+            },
+            Some(Slot::Failed { error, until }) if now < until => {
+                Peek::Failed { code: error.code().to_owned(), remembered_for: left(until) }
+            }
+            _ => Peek::Empty,
+        }
     }
 
     /// The cache settings in force (a reload may change them).

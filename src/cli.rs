@@ -58,6 +58,19 @@ pub enum Command {
         #[arg(long)]
         show_password: bool,
     },
+    /// Explain why an image or registry would (or would not) get a credential: the parsed host,
+    /// the policy row, the role chains in order, and what is cached. Asks the daemon
+    /// ($ACR_BROKER_SOCKET); makes no upstream call and prints no secret.
+    Explain {
+        /// An image reference (`host/repo:tag`) or a registry host (`host[:port]`).
+        target: String,
+        /// Annotation `KEY=VALUE` (repeatable), as a pod would carry it.
+        #[arg(long = "annotation", short = 'a')]
+        annotations: Vec<String>,
+        /// Print the daemon's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Kubelet credential provider plugin: CredentialProviderRequest on stdin, response on stdout.
     KubeletPlugin,
     /// Validate a configuration file and print every problem found.
@@ -78,6 +91,7 @@ pub fn main() -> ExitCode {
             serve(config, dev)
         }
         Command::Get { registry, annotations, show_password } => get(&registry, &annotations, show_password),
+        Command::Explain { target, annotations, json } => explain(&target, &annotations, json),
         Command::KubeletPlugin => {
             let code = crate::kubelet::run(&mut std::io::stdin(), &mut std::io::stdout(), &mut std::io::stderr());
             ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -114,6 +128,49 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// `acr-broker explain`: asks the daemon's `POST /v1/explain` and prints the answer.
+fn explain(target: &str, annotations: &[String], json: bool) -> ExitCode {
+    let annotations = match parse_annotations(annotations) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("acr-broker explain: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    // An image reference names its registry before the first '/'; a bare host is a registry.
+    let body = if target.contains('/') {
+        serde_json::json!({"image": target, "annotations": annotations})
+    } else {
+        serde_json::json!({"registry": target, "annotations": annotations})
+    };
+    let client = BrokerClient::from_env().with_user_agent(format!("acr-broker-cli/{}", env!("CARGO_PKG_VERSION")));
+    match client.post_json("/v1/explain", &body) {
+        Ok((200, value)) if json => {
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string()));
+            ExitCode::SUCCESS
+        }
+        Ok((200, value)) => match serde_json::from_value::<crate::broker::explain::Explanation>(value) {
+            Ok(e) => {
+                print!("{}", crate::broker::explain::render_text(&e));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("acr-broker explain: the daemon's answer is not an explanation: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok((status, value)) => {
+            let message = value["error"]["message"].as_str().unwrap_or("no message");
+            eprintln!("acr-broker explain: the daemon answered {status}: {message}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("acr-broker explain: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
     // Take systemd's sockets (and unset LISTEN_*) while the process is still single-threaded.
     let inherited = if dev { Vec::new() } else { crate::systemd::take_listen_fds() };
@@ -143,19 +200,28 @@ fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
     }
 }
 
-fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode {
+/// `-a KEY=VALUE` arguments as a map; the error names the argument that is not `KEY=VALUE`.
+fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, String> {
     let mut map = BTreeMap::new();
-    for a in annotations {
+    for a in args {
         match a.split_once('=') {
             Some((k, v)) if !k.is_empty() => {
                 map.insert(k.to_owned(), v.to_owned());
             }
-            _ => {
-                eprintln!("acr-broker get: --annotation {a:?} is not KEY=VALUE");
-                return ExitCode::from(EX_USAGE);
-            }
+            _ => return Err(format!("--annotation {a:?} is not KEY=VALUE")),
         }
     }
+    Ok(map)
+}
+
+fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode {
+    let map = match parse_annotations(annotations) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("acr-broker get: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
     let client = BrokerClient::from_env().with_user_agent(format!("acr-broker-cli/{}", env!("CARGO_PKG_VERSION")));
     let answer = if map.is_empty() {
         client.get_credentials(registry)

@@ -277,20 +277,40 @@ impl BrokerClient {
         self.call(http::Method::POST, "/v1/credentials", Some(request.to_json()))
     }
 
+    /// `POST path` with a JSON body; the status and the JSON answer, whatever the status.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<(u16, serde_json::Value), ClientError> {
+        let (status, _, bytes) = self.run(http::Method::POST, path, Some(body.to_string().into_bytes()))?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            path: self.socket.clone(),
+            detail: format!("{status} answer to {path} is not JSON: {e}"),
+        })?;
+        Ok((status, value))
+    }
+
     fn call(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {
+        let (status, retry_after, bytes) = self.run(method, path, body)?;
+        decode_answer(&self.socket, status, retry_after, &bytes)
+    }
+
+    /// One exchange (with the restart retries) on a current-thread runtime built for it.
+    fn run(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
             .build()
             .map_err(ClientError::Runtime)?;
         let attempts = self.exchange_with_retries(method, path, body);
-        let (status, retry_after, bytes) = rt.block_on(async {
+        rt.block_on(async {
             match tokio::time::timeout(self.timeout, attempts).await {
                 Ok(r) => r,
                 Err(_) => Err(ClientError::Timeout { path: self.socket.clone(), after: self.timeout }),
             }
-        })?;
-        decode_answer(&self.socket, status, retry_after, &bytes)
+        })
     }
 
     /// Sends the request until the daemon answers or the retry budget is spent. Only failures

@@ -3,7 +3,7 @@
 //! The runtime asks for credentials for a registry host; the broker resolves the host
 //! ([`registry`]), applies the pull policy ([`policy`]), walks the role chain through STS to ACR
 //! ([`broker`], [`aliyun`]), caches the result ([`cache`]) and answers over a unix socket
-//! ([`server`]). See `DESIGN.md` beside the sources of this crate's repository for the whole map.
+//! ([`server`]). `ARCHITECTURE.md` at the top of the repository is the whole map.
 
 pub mod aliyun;
 pub mod broker;

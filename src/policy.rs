@@ -3,7 +3,7 @@
 //!
 //! No I/O happens here (STYLE.md §2). The broker walks the plan; this module only decides it.
 //!
-//! Rules (DESIGN.md "The seed's rules"):
+//! Rules (the policy table in the README):
 //! - A request that carries any of the three annotations uses exactly those; the node defaults
 //!   (config `[defaults]`) apply only to a request that carries none.
 //! - EE default domain → `ListInstance` by name in the host's region; Personal → the host's region.

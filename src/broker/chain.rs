@@ -38,13 +38,8 @@ impl Broker {
         if let [only] = chains {
             return self.serve_with_chain(plan, only, sa_token).await;
         }
-        let memo = {
-            let mut h = DefaultHasher::new();
-            plan.host.as_str().hash(&mut h);
-            chains.hash(&mut h);
-            h.finish()
-        };
-        let start = self.working_chain.get(&memo).unwrap_or(0).min(chains.len() - 1);
+        let memo = chain_memo(plan, chains);
+        let start = self.remembered_chain(plan, chains);
         let mut last_denial = None;
         for i in (start..chains.len()).chain(0..start) {
             match self.serve_with_chain(plan, &chains[i], sa_token).await {
@@ -62,6 +57,11 @@ impl Broker {
             }
         }
         Err(last_denial.unwrap_or_else(|| Arc::new(BrokerError::bad_request("no_role_chain", "no role chain worked"))))
+    }
+
+    /// The index of the chain that last worked for this plan (0 when none is remembered).
+    pub(super) fn remembered_chain(&self, plan: &Plan, chains: &[ChainKey]) -> usize {
+        self.working_chain.get(&chain_memo(plan, chains)).unwrap_or(0).min(chains.len().saturating_sub(1))
     }
 
     async fn serve_with_chain(
@@ -505,6 +505,14 @@ impl Broker {
             })
         }))
     }
+}
+
+/// The key under which the chain that worked for a host and chain list is remembered.
+fn chain_memo(plan: &Plan, chains: &[ChainKey]) -> u64 {
+    let mut h = DefaultHasher::new();
+    plan.host.as_str().hash(&mut h);
+    chains.hash(&mut h);
+    h.finish()
 }
 
 /// Codes that say the signing key is unknown, disabled or does not match its secret: what a

@@ -3,6 +3,7 @@
 
 mod chain;
 mod error;
+pub mod explain;
 mod reload;
 mod token;
 

@@ -83,6 +83,27 @@ struct TokenBody {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ExplainBody {
+    registry: Option<String>,
+    image: Option<String>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+/// The registry a body names, directly or through an image reference.
+fn registry_of(registry: Option<String>, image: Option<&str>) -> Result<String, Box<Reply>> {
+    let bad = |code: &str, message: &str| Box::new(error_reply(StatusCode::BAD_REQUEST, code, message));
+    match (registry, image) {
+        (Some(r), _) => Ok(r),
+        (None, Some(image)) => crate::registry::host_from_image(image)
+            .map(|h| h.as_str().to_owned())
+            .map_err(|e| bad("invalid_image", &format!("image {image:?}: {e}"))),
+        (None, None) => Err(bad("missing_registry", "body needs \"registry\" or \"image\"")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PrefetchBody {
     images: Vec<String>,
 }
@@ -124,21 +145,9 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
                 Ok(b) => b,
                 Err(r) => return r,
             };
-            let registry = match (body.registry, &body.image) {
-                (Some(r), _) => r,
-                (None, Some(image)) => match crate::registry::host_from_image(image) {
-                    Ok(h) => h.as_str().to_owned(),
-                    Err(e) => {
-                        return error_reply(StatusCode::BAD_REQUEST, "invalid_image", &format!("image {image:?}: {e}"))
-                    }
-                },
-                (None, None) => {
-                    return error_reply(
-                        StatusCode::BAD_REQUEST,
-                        "missing_registry",
-                        "body needs \"registry\" or \"image\"",
-                    )
-                }
+            let registry = match registry_of(body.registry, body.image.as_deref()) {
+                Ok(r) => r,
+                Err(r) => return *r,
             };
             let mut annotations = body.annotations;
             if body.service_account_token.is_some() {
@@ -155,6 +164,21 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             let registry = percent_decode(raw);
             let creq = CredentialRequest { registry, ..CredentialRequest::default() };
             serve_credentials(state, &creq, surface, peer, started).await
+        }
+        (Role::Api, &Method::POST, "/v1/explain") => {
+            let body = match read_json::<ExplainBody>(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            let registry = match registry_of(body.registry, body.image.as_deref()) {
+                Ok(r) => r,
+                Err(r) => return *r,
+            };
+            let explanation = state.broker.explain(&registry, &body.annotations).await;
+            match serde_json::to_value(&explanation) {
+                Ok(v) => reply(StatusCode::OK, v),
+                Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "internal", &format!("cannot encode: {e}")),
+            }
         }
         (Role::Api, &Method::POST, "/v1/token") => {
             let body = match read_json::<TokenBody>(req).await {
@@ -208,7 +232,11 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             state.broker.metrics().observe_request("prefetch", "ok", started.elapsed());
             reply(StatusCode::OK, json!({"results": items}))
         }
-        (_, _, "/healthz" | "/readyz" | "/metrics" | "/v1/credentials" | "/v1/token" | "/v1/prefetch") => error_reply(
+        (
+            _,
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/v1/credentials" | "/v1/token" | "/v1/prefetch" | "/v1/explain",
+        ) => error_reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             &format!("{method} is not allowed on {path}"),

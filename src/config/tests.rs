@@ -139,3 +139,16 @@ fn limits_and_backoff_are_bounded() {
         assert!(keys.contains(&k), "{k} not reported: {keys:?}");
     }
 }
+
+#[test]
+fn metrics_may_bind_any_address_but_the_api_only_loopback() {
+    let text = "[server]\nmetrics = \"0.0.0.0:9465\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    let c = Config::from_toml(text, "t").expect("an explicit non-loopback metrics address is allowed");
+    assert_eq!(c.server.metrics, Some("0.0.0.0:9465".parse().unwrap()));
+    let text = "[server]\nmetrics = \"[::]:9465\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    assert!(Config::from_toml(text, "t").is_ok());
+    let text = "[server]\nlisten = \"0.0.0.0:8080\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    let e = Config::from_toml(text, "t").expect_err("the API listener stays loopback-only");
+    assert_eq!(e.issues[0].key, "server.listen", "{e}");
+    assert!(e.to_string().contains("only loopback"), "{e}");
+}

@@ -42,6 +42,8 @@ const DAEMON_UID: &str = "65532";
 const DEMO_HOST: &str = "demo-registry.cn-hangzhou.cr.aliyuncs.com";
 /// `podman stop` grace period; the daemon must drain and exit 0 well within it.
 const STOP_GRACE_SECONDS: u64 = 10;
+/// The daemon binary inside the image.
+const BROKER_IN_IMAGE: &str = "/usr/local/bin/acr-broker";
 /// Architectures the image ships, with their ELF `e_machine`.
 const ARCHES: [(&str, u16); 2] = [("amd64", 0x3e), ("arm64", 0xb7)];
 
@@ -198,12 +200,15 @@ fn check_image(podman: &Podman, image: &str, sbom_dir: &Path) {
 
     for (arch, _) in ARCHES {
         let tag = format!("{image}-{arch}");
-        let facts = podman.ok(&["image", "inspect", "--format", "{{.Size}} {{.Architecture}} {{.Os}}", &tag]);
+        let format = "{{.Size}} {{.Architecture}} {{.Os}} {{len .RootFS.Layers}}";
+        let facts = podman.ok(&["image", "inspect", "--format", format, &tag]);
         let mut f = facts.split_whitespace();
         let size: u64 = f.next().and_then(|s| s.parse().ok()).expect("size");
         eprintln!("[image] {tag}: {size} bytes");
         assert!(size <= MAX_IMAGE_BYTES, "{tag}: {size} bytes > {MAX_IMAGE_BYTES}");
         assert_eq!((f.next(), f.next()), (Some(arch), Some("linux")), "{tag}");
+        // FROM scratch + one COPY: a single layer, no base image underneath.
+        assert_eq!(f.next(), Some("1"), "{tag}: layers");
         let config = labels(podman, &tag);
         assert_eq!(config["User"], format!("{DAEMON_UID}:{DAEMON_UID}"));
         assert_eq!(
@@ -241,14 +246,18 @@ fn stamps(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
 }
 
 fn check_install(podman: &Podman, image: &str, node: &Path) {
-    let out = podman.run_once(image, &[], "acr-broker", &["version"]);
+    let out = podman.run_once(image, &[], BROKER_IN_IMAGE, &["version"]);
     assert_eq!(text(&out.stdout).trim(), acr_broker::install::version_line(), "{}", text(&out.stderr));
+    // No userland: there is no shell to run.
+    let out = podman.run_once(image, &[], "/bin/sh", &[]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("stat /bin/sh: no such file"), "the image has a /bin/sh? {err}");
 
     let bin_dir = node.join("credential-provider");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let mount = format!("{}:/host/credential-provider", bin_dir.display());
     let install = ["install", "--to", "/host/credential-provider"];
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], "acr-broker", &install);
+    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], BROKER_IN_IMAGE, &install);
     assert!(out.status.success(), "install failed: {}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("installed /host/credential-provider/docker-credential-acr-broker"));
     let first = stamps(&bin_dir);
@@ -263,7 +272,7 @@ fn check_install(podman: &Podman, image: &str, node: &Path) {
 
     // Twice: identical files, no mtime changed.
     std::thread::sleep(Duration::from_millis(20));
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], "acr-broker", &install);
+    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], BROKER_IN_IMAGE, &install);
     assert!(out.status.success(), "second install failed: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("unchanged /host/credential-provider/acr-broker"), "{}", text(&out.stdout));
     assert_eq!(stamps(&bin_dir), first, "a second install must not touch identical files");
@@ -285,7 +294,7 @@ fn prepare_socket_dir(podman: &Podman, image: &str, socket_dir: &Path) {
     std::fs::create_dir_all(&scratch).unwrap();
     let bin_mount = format!("{}:/host/bin", scratch.display());
     let args = ["install", "--to", "/host/bin", "--chown-socket-dir", "/host/run/acr-broker", "--uid", DAEMON_UID];
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount, "-v", &bin_mount], "acr-broker", &args);
+    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount, "-v", &bin_mount], BROKER_IN_IMAGE, &args);
     assert!(out.status.success(), "socket dir hand-over failed: {}", text(&out.stderr));
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let m = std::fs::metadata(socket_dir).unwrap();

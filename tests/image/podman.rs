@@ -58,13 +58,12 @@ impl Podman {
     }
 
     /// `podman run --rm` of `image` with the working flags, host network and `extra` run options,
-    /// entrypoint `/usr/local/bin/<bin>` and `args`.
-    pub fn run_once(&self, image: &str, extra: &[&str], bin: &str, args: &[&str]) -> Output {
-        let entrypoint = format!("/usr/local/bin/{bin}");
+    /// `entrypoint` (an absolute path in the image) and `args`.
+    pub fn run_once(&self, image: &str, extra: &[&str], entrypoint: &str, args: &[&str]) -> Output {
         let mut all = vec!["run", "--rm", "--network=host"];
         all.extend(ULIMITS);
         all.extend(extra);
-        all.extend(["--entrypoint", &entrypoint, image]);
+        all.extend(["--entrypoint", entrypoint, image]);
         all.extend(args);
         self.output(&all)
     }

@@ -29,7 +29,7 @@ fn every_problem_is_reported_with_its_line() {
     let text = r#"
 [server]
 socket_mode = "0666"
-metrics = "0.0.0.0:9465"
+listen = "0.0.0.0:9465"
 
 [aliyun]
 region = "Hangzhou!"
@@ -41,7 +41,7 @@ refresh_fraction = 2.0
     let e = Config::from_toml(text, "broker.toml").expect_err("invalid");
     let keys: Vec<(&str, Option<usize>)> = e.issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
     assert!(keys.contains(&("server.socket_mode", Some(3))), "{keys:?}");
-    assert!(keys.contains(&("server.metrics", Some(4))), "{keys:?}");
+    assert!(keys.contains(&("server.listen", Some(4))), "{keys:?}");
     assert!(keys.contains(&("aliyun.region", Some(7))), "{keys:?}");
     assert!(keys.contains(&("aliyun.cr_endpoint", Some(8))), "{keys:?}");
     assert!(keys.contains(&("cache.refresh_fraction", Some(11))), "{keys:?}");

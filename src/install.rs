@@ -116,7 +116,13 @@ pub fn install_file(src: &Path, dst: &Path) -> Result<Outcome, InstallError> {
     }
     let dir = dst.parent().unwrap_or(Path::new("."));
     let name = dst.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.install-{}", std::process::id()));
+    let tmp = temp_path(dir, &name);
+    // A crash may have left it behind; in a container our pid is the same every time (1).
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("remove stale", &tmp)(e)),
+    }
     let written = write_synced(src, &tmp).and_then(|()| fs::rename(&tmp, dst).map_err(io_err("rename onto", dst)));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -124,6 +130,11 @@ pub fn install_file(src: &Path, dst: &Path) -> Result<Outcome, InstallError> {
     }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))?;
     Ok(Outcome::Installed(dst.to_path_buf()))
+}
+
+/// The temporary name a binary is written under before the rename (hidden, next to it).
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.install-{}", std::process::id()))
 }
 
 /// Writes a copy of `src` at `tmp` (which must not exist), mode 0755, flushed to disk.
@@ -237,6 +248,17 @@ mod tests {
         assert_ne!(meta.ino(), old_ino, "replaced by rename, not rewritten in place");
         assert_eq!(meta.permissions().mode() & 0o7777, MODE);
         assert_eq!(fs::read(&dst).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_stale_temporary_file_from_a_crash_does_not_block_the_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        write(&src, b"new binary");
+        write(&temp_path(dir.path(), "dst"), b"half a bin");
+        assert_eq!(install_file(&src, &dst).unwrap(), Outcome::Installed(dst.clone()));
+        assert_eq!(fs::read(&dst).unwrap(), b"new binary");
+        assert!(!temp_path(dir.path(), "dst").exists());
     }
 
     #[test]

@@ -42,6 +42,17 @@ const DAEMON_UID: &str = "65532";
 const DEMO_HOST: &str = "demo-registry.cn-hangzhou.cr.aliyuncs.com";
 /// `podman stop` grace period; the daemon must drain and exit 0 well within it.
 const STOP_GRACE_SECONDS: u64 = 10;
+/// How the DaemonSet's init container runs: root, only CAP_CHOWN and CAP_FOWNER, read-only root.
+const INIT_CONTAINER: [&str; 8] = [
+    "--user=0:0",
+    "--cap-drop=all",
+    "--cap-add=CHOWN",
+    "--cap-add=FOWNER",
+    "--read-only",
+    "--security-opt=no-new-privileges",
+    "--pull=never",
+    "--quiet",
+];
 /// The daemon binary inside the image.
 const BROKER_IN_IMAGE: &str = "/usr/local/bin/acr-broker";
 /// Architectures the image ships, with their ELF `e_machine`.
@@ -257,7 +268,7 @@ fn check_install(podman: &Podman, image: &str, node: &Path) {
     std::fs::create_dir_all(&bin_dir).unwrap();
     let mount = format!("{}:/host/credential-provider", bin_dir.display());
     let install = ["install", "--to", "/host/credential-provider"];
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], BROKER_IN_IMAGE, &install);
+    let out = podman.run_once(image, &init_flags(&["-v", &mount]), BROKER_IN_IMAGE, &install);
     assert!(out.status.success(), "install failed: {}{}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("installed /host/credential-provider/docker-credential-acr-broker"));
     let first = stamps(&bin_dir);
@@ -272,10 +283,15 @@ fn check_install(podman: &Podman, image: &str, node: &Path) {
 
     // Twice: identical files, no mtime changed.
     std::thread::sleep(Duration::from_millis(20));
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount], BROKER_IN_IMAGE, &install);
+    let out = podman.run_once(image, &init_flags(&["-v", &mount]), BROKER_IN_IMAGE, &install);
     assert!(out.status.success(), "second install failed: {}", text(&out.stderr));
     assert!(text(&out.stdout).contains("unchanged /host/credential-provider/acr-broker"), "{}", text(&out.stdout));
     assert_eq!(stamps(&bin_dir), first, "a second install must not touch identical files");
+}
+
+/// [`INIT_CONTAINER`] plus `more` run options.
+fn init_flags<'a>(more: &[&'a str]) -> Vec<&'a str> {
+    INIT_CONTAINER.iter().copied().chain(more.iter().copied()).collect()
 }
 
 fn host_arch() -> &'static str {
@@ -294,7 +310,7 @@ fn prepare_socket_dir(podman: &Podman, image: &str, socket_dir: &Path) {
     std::fs::create_dir_all(&scratch).unwrap();
     let bin_mount = format!("{}:/host/bin", scratch.display());
     let args = ["install", "--to", "/host/bin", "--chown-socket-dir", "/host/run/acr-broker", "--uid", DAEMON_UID];
-    let out = podman.run_once(image, &["--user", "0:0", "-v", &mount, "-v", &bin_mount], BROKER_IN_IMAGE, &args);
+    let out = podman.run_once(image, &init_flags(&["-v", &mount, "-v", &bin_mount]), BROKER_IN_IMAGE, &args);
     assert!(out.status.success(), "socket dir hand-over failed: {}", text(&out.stderr));
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let m = std::fs::metadata(socket_dir).unwrap();

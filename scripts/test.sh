@@ -51,6 +51,17 @@ begin "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 done_step
 
+begin "cargo deny check licenses bans sources"
+# advisories need the RustSec database from the network; see deny.toml for where to run them.
+cargo deny check --hide-inclusion-graph licenses bans sources
+done_step
+
+# Built once here; tests/image.rs puts them in the image instead of building them again.
+begin "static release binaries, amd64 + arm64 (scripts/build-static.sh)"
+scripts/build-static.sh
+export ACR_BROKER_STATIC_DIR="$PWD/target/static"
+done_step
+
 if command -v cargo-nextest >/dev/null 2>&1; then
     # nextest does not run doctests; run them first so nextest's summary closes the output.
     begin "cargo test --workspace --doc"

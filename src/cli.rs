@@ -1,4 +1,4 @@
-//! Command line: `serve`, `get`, `kubelet-plugin`, `check-config`, `version`.
+//! Command line: `serve`, `get`, `kubelet-plugin`, `check-config`, `version`, `install`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -80,6 +80,19 @@ pub enum Command {
     },
     /// Print the version.
     Version,
+    /// Copy both binaries from this executable's directory into DIR (the node's credential-provider
+    /// bin dir), atomically, skipping identical files; then check `DIR/acr-broker version`.
+    Install {
+        /// Destination directory (must exist).
+        #[arg(long = "to", value_name = "DIR")]
+        to: PathBuf,
+        /// Also hand this socket directory to `--uid` (group root, mode 0750).
+        #[arg(long, value_name = "DIR", requires = "uid")]
+        chown_socket_dir: Option<PathBuf>,
+        /// The daemon's uid that gets the socket directory.
+        #[arg(long, value_name = "N", requires = "chown_socket_dir")]
+        uid: Option<u32>,
+    },
 }
 
 /// Entry point of the `acr-broker` binary.
@@ -107,9 +120,10 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Version => {
-            println!("acr-broker {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", crate::install::version_line());
             ExitCode::SUCCESS
         }
+        Command::Install { to, chown_socket_dir, uid } => install(to, chown_socket_dir.zip(uid)),
     }
 }
 
@@ -258,6 +272,27 @@ fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode 
         }
         Err(e) => {
             eprintln!("acr-broker get: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn install(to: PathBuf, socket_dir: Option<(PathBuf, u32)>) -> ExitCode {
+    let result = crate::install::own_dir()
+        .and_then(|from| crate::install::run(&crate::install::InstallPlan { from, to: to.clone(), socket_dir }));
+    match result {
+        Ok(outcomes) => {
+            for o in outcomes {
+                match o {
+                    crate::install::Outcome::Installed(p) => println!("installed {}", p.display()),
+                    crate::install::Outcome::Unchanged(p) => println!("unchanged {} (identical)", p.display()),
+                }
+            }
+            println!("verified {}/acr-broker: {}", to.display(), crate::install::version_line());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("acr-broker install: {e}");
             ExitCode::FAILURE
         }
     }

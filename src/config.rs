@@ -18,6 +18,10 @@ use crate::secret::Secret;
 pub const DEFAULT_SOCKET: &str = "/run/acr-broker/broker.sock";
 /// Default metrics and health listener: loopback only, port 9465.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:9465";
+/// Default `[cache] capacity`: 20,000 registry credentials, about 32 MiB of RSS at about 1.15 KB
+/// per entry (BENCHMARKS.md, memory), which leaves the DaemonSet's 128 MiB limit room for the
+/// rest of the daemon. A node rarely needs more than a few hundred distinct keys.
+pub const DEFAULT_CACHE_CAPACITY: u64 = 20_000;
 /// Default ECS metadata service base URL.
 pub const DEFAULT_METADATA: &str = "http://100.100.100.200";
 /// Default ACR endpoint template; `{region}` is replaced per call.
@@ -103,7 +107,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
-            capacity: 100_000,
+            capacity: DEFAULT_CACHE_CAPACITY,
             refresh_fraction: 0.5,
             refresh_jitter: 0.1,
             expiry_margin: Duration::from_secs(60),
@@ -169,7 +173,8 @@ pub struct ServerConfig {
     pub socket_group: Option<String>,
     /// Optional loopback TCP listener for the API.
     pub listen: Option<std::net::SocketAddr>,
-    /// Metrics and health listener (loopback).
+    /// Metrics and health listener: loopback by default; any address when configured explicitly
+    /// (it serves only `/metrics`, `/healthz` and `/readyz`, never a credential).
     pub metrics: Option<std::net::SocketAddr>,
     /// Peer uids allowed on the socket (root is always allowed).
     pub allowed_uids: Vec<u32>,
@@ -487,8 +492,12 @@ fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
             continue;
         }
         match v.parse::<std::net::SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => *slot = Some(a),
-            Ok(_) => issues.push("server", key, format!("{v:?}: only loopback addresses are allowed")),
+            Ok(a) if a.ip().is_loopback() || key == "metrics" => *slot = Some(a),
+            Ok(_) => issues.push(
+                "server",
+                key,
+                format!("{v:?}: only loopback addresses are allowed (the API serves credentials)"),
+            ),
             Err(e) => issues.push("server", key, format!("{v:?}: {e} (expected host:port)")),
         }
     }

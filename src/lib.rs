@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod dev;
 pub mod helper;
 pub mod ids;
+pub mod install;
 pub mod kubelet;
 pub mod metrics;
 pub mod policy;

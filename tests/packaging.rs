@@ -8,6 +8,8 @@
 
 #[path = "packaging/kubelet_config.rs"]
 mod kubelet_config;
+#[path = "packaging/monitoring.rs"]
+mod monitoring;
 
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
@@ -290,13 +292,12 @@ fn daemonset_runs_the_broker_on_every_node() {
     assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
     assert_eq!(sc["capabilities"]["drop"][0].as_str(), Some("ALL"));
 
-    // The init step installs the helpers into a hostPath directory on the node.
+    // The init step installs the helpers into a hostPath directory on the node, with the
+    // binary's own installer (the image has no shell).
     let init = &pod["initContainers"][0];
     assert_resources(init);
-    let script = init["command"].as_sequence().expect("init command").iter();
-    let script: String = script.filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
-    let words: Vec<&str> = script.split(|c: char| c.is_whitespace() || c == ';').collect();
-    assert!(words.contains(&"docker-credential-acr-broker"), "{script}");
+    let args = init_command(pod);
+    assert_eq!(&args[..2], [IMAGE_BINARY, "install"], "init container must run `acr-broker install`");
     let bin_dir = pod["volumes"]
         .as_sequence()
         .unwrap()
@@ -304,7 +305,61 @@ fn daemonset_runs_the_broker_on_every_node() {
         .filter(|v| v["hostPath"]["path"].as_str() != Some(socket_dir))
         .find_map(|v| mount_path_of(init, v["name"].as_str()?))
         .expect("init container mounts a host bin dir");
-    assert!(script.contains(bin_dir), "init script must write to {bin_dir}");
+    assert_eq!(flag(&args, "--to"), Some(bin_dir), "init must install into {bin_dir}");
+    let socket_mount = mount_path_of(init, vol).expect("init container mounts the socket dir");
+    assert_eq!(flag(&args, "--chown-socket-dir"), Some(socket_mount));
+}
+
+/// Where the image keeps the daemon binary (Dockerfile `COPY … /usr/local/bin/`).
+const IMAGE_BINARY: &str = "/usr/local/bin/acr-broker";
+
+/// The init container's argv.
+fn init_command(pod: &Value) -> Vec<String> {
+    let cmd = pod["initContainers"][0]["command"].as_sequence().expect("init command");
+    cmd.iter().map(|a| a.as_str().expect("string arguments").to_owned()).collect()
+}
+
+/// The value after `name` in `args`.
+fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+#[test]
+fn daemonset_init_container_installs_onto_the_node() {
+    // Its exact argv, run with the test build, the host paths moved into a temp dir.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+        assert!(std::env::var_os("CI").is_none(), "CI must not skip: the installer test needs root (chown)");
+        eprintln!("\n!!!!!! SKIPPED: daemonset_init_container_installs_onto_the_node needs root (chown) !!!!!!\n");
+        return;
+    }
+    let docs = yaml_docs("docker/daemonset.yaml");
+    let pod = &doc_of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
+    let root = tempfile::tempdir().unwrap();
+    let to_temp = |p: &str| root.path().join(p.trim_start_matches('/'));
+    let args = init_command(pod);
+    let (bin_dir, socket_dir) =
+        (to_temp(flag(&args, "--to").unwrap()), to_temp(flag(&args, "--chown-socket-dir").unwrap()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::create_dir_all(&socket_dir).unwrap();
+    let rest: Vec<String> = args[1..]
+        .iter()
+        .map(|a| if a.starts_with('/') { to_temp(a).to_string_lossy().into_owned() } else { a.clone() })
+        .collect();
+    for round in ["first", "second"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_acr-broker")).args(&rest).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{round} install: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let verb = if round == "first" { "installed" } else { "unchanged" };
+        assert!(stdout.contains(&format!("{verb} {}", bin_dir.join("acr-broker").display())), "{stdout}");
+    }
+    for bin in acr_broker::install::BINARIES {
+        let m = std::fs::metadata(bin_dir.join(bin)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o755, "{bin}");
+    }
+    let uid: u32 = flag(&args, "--uid").unwrap().parse().unwrap();
+    let m = std::fs::metadata(&socket_dir).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.permissions().mode() & 0o777), (uid, 0, 0o750));
 }
 
 #[test]
@@ -335,9 +390,10 @@ fn image_and_daemonset_agree_on_user_and_entrypoint() {
     let dockerfile = read("docker/Dockerfile");
     assert!(dockerfile
         .contains(r#"ENTRYPOINT ["/usr/local/bin/acr-broker", "serve", "--config", "/etc/acr-broker/config.toml"]"#));
-    for bin in ["acr-broker", "docker-credential-acr-broker"] {
-        assert!(dockerfile.contains(&format!("/out/{bin}")), "image lacks {bin}");
+    for bin in acr_broker::install::BINARIES {
+        assert!(dockerfile.contains(&format!("${{TARGETARCH}}/{bin}")), "image lacks {bin}");
     }
+    assert!(dockerfile.lines().any(|l| l.trim() == "FROM scratch"), "the image has no userland");
     let user = dockerfile.lines().rev().find_map(|l| l.strip_prefix("USER ")).expect("USER in the runtime stage");
     let uid: u64 = user.split(':').next().unwrap().parse().expect("numeric USER");
     assert_ne!(uid, 0, "image must not run as root");
@@ -345,8 +401,8 @@ fn image_and_daemonset_agree_on_user_and_entrypoint() {
     let pod = &doc_of_kind(&docs, "DaemonSet")["spec"]["template"]["spec"];
     let broker = named(&pod["containers"], "acr-broker", "container");
     assert_eq!(broker["securityContext"]["runAsUser"].as_u64(), Some(uid));
-    let script = pod["initContainers"][0]["command"][2].as_str().unwrap_or("");
-    assert!(script.contains(&format!("chown {uid}:")), "init must hand the socket dir to uid {uid}");
+    let uid = uid.to_string();
+    assert_eq!(flag(&init_command(pod), "--uid"), Some(uid.as_str()), "init must hand the socket dir to uid {uid}");
 }
 
 #[test]
@@ -364,11 +420,13 @@ fn kubelet_providers_are_installed_and_runnable() {
     let docs = yaml_docs("docker/credential-provider-config.yaml");
     let ds_docs = yaml_docs("docker/daemonset.yaml");
     let pod = &doc_of_kind(&ds_docs, "DaemonSet")["spec"]["template"]["spec"];
-    let script = pod["initContainers"][0]["command"][2].as_str().unwrap_or("");
-    let words: Vec<&str> = script.split(|c: char| c.is_whitespace() || c == ';').collect();
+    assert_eq!(init_command(pod)[1], "install", "the init container runs the installer");
     for p in docs[0]["providers"].as_sequence().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or_default();
-        assert!(words.contains(&name), "provider {name:?} is not installed by the DaemonSet init container");
+        assert!(
+            acr_broker::install::BINARIES.contains(&name),
+            "provider {name:?} is not installed by `acr-broker install` in the DaemonSet init container"
+        );
         if name == "acr-broker" {
             // The kubelet runs `acr-broker <args>`: the subcommand must exist.
             let mut args: Vec<String> =

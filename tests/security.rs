@@ -284,19 +284,8 @@ impl Child {
 
 /// Runs a shim process against `socket`; returns stdout + stderr.
 async fn shim(program: &str, args: &[&str], socket: &Path, stdin: &str) -> (bool, String, String) {
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .env("ACR_BROKER_SOCKET", socket)
-        .env("RUST_LOG", "trace")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shim");
-    let mut pipe = child.stdin.take().expect("stdin");
-    pipe.write_all(stdin.as_bytes()).await.expect("write stdin");
-    drop(pipe);
-    let out = child.wait_with_output().await.expect("shim output");
+    let env = [("ACR_BROKER_SOCKET", socket.as_os_str()), ("RUST_LOG", "trace".as_ref())];
+    let out = support::run_with_stdin(program, args, &env, stdin).await;
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -29,7 +29,7 @@ fn every_problem_is_reported_with_its_line() {
     let text = r#"
 [server]
 socket_mode = "0666"
-metrics = "0.0.0.0:9465"
+listen = "0.0.0.0:9465"
 
 [aliyun]
 region = "Hangzhou!"
@@ -41,7 +41,7 @@ refresh_fraction = 2.0
     let e = Config::from_toml(text, "broker.toml").expect_err("invalid");
     let keys: Vec<(&str, Option<usize>)> = e.issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
     assert!(keys.contains(&("server.socket_mode", Some(3))), "{keys:?}");
-    assert!(keys.contains(&("server.metrics", Some(4))), "{keys:?}");
+    assert!(keys.contains(&("server.listen", Some(4))), "{keys:?}");
     assert!(keys.contains(&("aliyun.region", Some(7))), "{keys:?}");
     assert!(keys.contains(&("aliyun.cr_endpoint", Some(8))), "{keys:?}");
     assert!(keys.contains(&("cache.refresh_fraction", Some(11))), "{keys:?}");
@@ -138,4 +138,17 @@ fn limits_and_backoff_are_bounded() {
     {
         assert!(keys.contains(&k), "{k} not reported: {keys:?}");
     }
+}
+
+#[test]
+fn metrics_may_bind_any_address_but_the_api_only_loopback() {
+    let text = "[server]\nmetrics = \"0.0.0.0:9465\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    let c = Config::from_toml(text, "t").expect("an explicit non-loopback metrics address is allowed");
+    assert_eq!(c.server.metrics, Some("0.0.0.0:9465".parse().unwrap()));
+    let text = "[server]\nmetrics = \"[::]:9465\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    assert!(Config::from_toml(text, "t").is_ok());
+    let text = "[server]\nlisten = \"0.0.0.0:8080\"\n[aliyun]\nregion = \"cn-hangzhou\"\n";
+    let e = Config::from_toml(text, "t").expect_err("the API listener stays loopback-only");
+    assert_eq!(e.issues[0].key, "server.listen", "{e}");
+    assert!(e.to_string().contains("only loopback"), "{e}");
 }

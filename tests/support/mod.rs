@@ -236,6 +236,30 @@ pub async fn wait_ready(h: &Harness, limit: Duration) {
     }
 }
 
+/// Runs `program args` with `env` added, `stdin` written to it, and returns its output (a shim
+/// such as `docker-credential-acr-broker get` or `acr-broker kubelet-plugin`).
+pub async fn run_with_stdin(
+    program: impl AsRef<std::ffi::OsStr>,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+    stdin: &str,
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let program = program.as_ref();
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
+    let mut pipe = child.stdin.take().expect("stdin");
+    pipe.write_all(stdin.as_bytes()).await.expect("write stdin");
+    drop(pipe);
+    child.wait_with_output().await.expect("shim output")
+}
+
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }

@@ -172,16 +172,18 @@ impl Daemon {
                             role: Role,
                             what: &str|
          -> Result<Option<SocketAddr>, DaemonError> {
+            // The metrics/health listener shares its port with a successor during a surge
+            // rollout (SO_REUSEPORT, same uid only): it serves no credential.
+            let share_port = role == Role::Metrics;
             let listener = match (given, addr) {
-                (Some(l), _) => l,
-                (None, Some(addr)) => std::net::TcpListener::bind(addr)
+                (Some(l), _) => l
+                    .set_nonblocking(true)
+                    .and_then(|_| tokio::net::TcpListener::from_std(l))
+                    .map_err(|source| DaemonError::Listen { what: what.to_owned(), source })?,
+                (None, Some(addr)) => bind_tcp_listener(addr, share_port)
                     .map_err(|source| DaemonError::Listen { what: format!("{what} {addr}"), source })?,
                 (None, None) => return Ok(None),
             };
-            let listener = listener
-                .set_nonblocking(true)
-                .and_then(|_| tokio::net::TcpListener::from_std(listener))
-                .map_err(|source| DaemonError::Listen { what: what.to_owned(), source })?;
             let local = listener.local_addr().ok();
             tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
             Ok(local)
@@ -394,6 +396,18 @@ pub fn bind_socket(
     Ok((tokio::net::UnixListener::from_std(listener)?, id))
 }
 
+/// Binds a TCP listener; with `share_port`, also `SO_REUSEPORT`, so a new daemon can bind the same
+/// port while the old one still serves it (the kernel spreads connections over both).
+fn bind_tcp_listener(addr: SocketAddr, share_port: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    if share_port {
+        socket.set_reuseport(true)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// The (device, inode) of the file at `path`, if there is one.
 fn socket_file_id(path: &Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
@@ -593,6 +607,16 @@ mod tests {
         assert!(e.to_string().contains("is not a socket"), "{e}");
         let e = bind_socket(dir.path(), 0o660, None).expect_err("directory");
         assert!(e.to_string().contains("is a directory"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn the_metrics_port_can_be_shared_with_a_successor_but_not_the_api_port() {
+        let first = bind_tcp_listener("127.0.0.1:0".parse().unwrap(), true).expect("first");
+        let addr = first.local_addr().unwrap();
+        let second = bind_tcp_listener(addr, true).expect("a successor binds the same metrics port");
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let api = bind_tcp_listener("127.0.0.1:0".parse().unwrap(), false).expect("api");
+        assert!(bind_tcp_listener(api.local_addr().unwrap(), false).is_err(), "the API port is never shared");
     }
 
     #[test]

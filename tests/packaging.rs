@@ -261,6 +261,9 @@ fn daemonset_runs_the_broker_on_every_node() {
     let docs = yaml_docs("docker/daemonset.yaml");
     let ds = doc_of_kind(&docs, "DaemonSet");
     assert_eq!(ds["apiVersion"].as_str(), Some("apps/v1"));
+    // Rollouts surge: the new pod takes the socket over before the old one stops.
+    let rolling = &ds["spec"]["updateStrategy"]["rollingUpdate"];
+    assert_eq!((rolling["maxSurge"].as_u64(), rolling["maxUnavailable"].as_u64()), (Some(1), Some(0)));
     assert_eq!(ds["metadata"]["namespace"].as_str(), Some("kube-system"));
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"].as_str(), Some("system-node-critical"));

@@ -61,9 +61,9 @@ fn metrics_listen_on_the_node_and_prometheus_finds_them() {
     let default_port = acr_broker::config::DEFAULT_METRICS.parse::<std::net::SocketAddr>().unwrap().port();
     assert_eq!(addr.port(), default_port, "the documented port");
 
+    // No declared port: with hostNetwork it would be a host port and block surge rollouts.
     let broker = named(&d.pod["spec"]["containers"], "acr-broker", "container");
-    let port = named(&broker["ports"], "metrics", "container port");
-    assert_eq!(port["containerPort"].as_u64(), Some(u64::from(addr.port())));
+    assert!(broker["ports"].is_null(), "the broker container must declare no port: {:?}", broker["ports"]);
 
     let ann = &d.pod["metadata"]["annotations"];
     assert_eq!(ann["prometheus.io/scrape"].as_str(), Some("true"));
@@ -82,7 +82,11 @@ fn metrics_listen_on_the_node_and_prometheus_finds_them() {
     let namespaces = monitor["spec"]["namespaceSelector"]["matchNames"].as_sequence().expect("namespaceSelector");
     assert!(namespaces.contains(&ds_ns), "PodMonitor must look in {ds_ns:?}");
     let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
-    assert_eq!(endpoint["port"].as_str(), Some("metrics"));
+    assert!(endpoint["port"].is_null(), "no named port to refer to");
+    let relabel = &endpoint["relabelings"][0];
+    assert_eq!(relabel["sourceLabels"][0].as_str(), Some("__meta_kubernetes_pod_ip"));
+    assert_eq!(relabel["targetLabel"].as_str(), Some("__address__"));
+    assert_eq!(relabel["replacement"].as_str(), Some(format!("$1:{}", addr.port()).as_str()));
     assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
     // Series get job="acr-broker", as the README's queries and alerts expect.
     let job_label = monitor["spec"]["jobLabel"].as_str().expect("jobLabel");

@@ -97,6 +97,14 @@ pub enum Command {
 
 /// Entry point of the `acr-broker` binary.
 pub fn main() -> ExitCode {
+    // The kubelet execs the plugin once per image it has not cached, with exactly this argv:
+    // answer without building the whole command-line parser (measured in BENCHMARKS.md).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(verb), None) = (args.next(), args.next()) {
+        if verb == "kubelet-plugin" {
+            return kubelet_plugin();
+        }
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, dev, log_format } => {
@@ -105,10 +113,7 @@ pub fn main() -> ExitCode {
         }
         Command::Get { registry, annotations, show_password } => get(&registry, &annotations, show_password),
         Command::Explain { target, annotations, json } => explain(&target, &annotations, json),
-        Command::KubeletPlugin => {
-            let code = crate::kubelet::run(&mut std::io::stdin(), &mut std::io::stdout(), &mut std::io::stderr());
-            ExitCode::from(u8::try_from(code).unwrap_or(1))
-        }
+        Command::KubeletPlugin => kubelet_plugin(),
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {
                 println!("{}: OK", file.display());
@@ -140,6 +145,12 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// `acr-broker kubelet-plugin`: one CredentialProviderRequest on stdin, the response on stdout.
+fn kubelet_plugin() -> ExitCode {
+    let code = crate::kubelet::run(&mut std::io::stdin(), &mut std::io::stdout(), &mut std::io::stderr());
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// `acr-broker explain`: asks the daemon's `POST /v1/explain` and prints the answer.

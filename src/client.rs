@@ -1,19 +1,16 @@
 //! The socket client the runtime-facing shims share (docker helper, kubelet plugin, `get`).
 //!
-//! One call is one HTTP/1.1 request over one fresh unix-socket connection, driven by a
-//! current-thread tokio runtime built inside the call: a credential helper is exec'd once per
-//! pull, so it must start in a millisecond or two and must not spin up a thread pool.
+//! One call is one HTTP/1.1 request over one fresh unix-socket connection, blocking, with no
+//! async runtime and no HTTP client stack: a credential helper is exec'd once per pull, so its
+//! whole life must cost little more than a process spawn (BENCHMARKS.md, helper at the floor).
 //! The answer is typed ([`Answer`]); a daemon that cannot be reached is a [`ClientError`] whose
 //! message says which socket was tried and what to check.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
 use crate::secret::Secret;
@@ -173,9 +170,6 @@ pub enum ClientError {
         /// What was wrong.
         detail: String,
     },
-    /// The local async runtime could not start (resource exhaustion).
-    #[error("cannot start the client runtime: {0}")]
-    Runtime(#[source] io::Error),
 }
 
 fn connect_hint(path: &Path, err: &io::Error) -> String {
@@ -292,50 +286,28 @@ impl BrokerClient {
         decode_answer(&self.socket, status, retry_after, &bytes)
     }
 
-    /// One exchange (with the restart retries) on a current-thread runtime built for it.
+    /// One exchange, with the restart retries, within the overall timeout.
     fn run(
         &self,
         method: http::Method,
         path: &str,
         body: Option<Vec<u8>>,
-    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(ClientError::Runtime)?;
-        let attempts = self.exchange_with_retries(method, path, body);
-        rt.block_on(async {
-            match tokio::time::timeout(self.timeout, attempts).await {
-                Ok(r) => r,
-                Err(_) => Err(ClientError::Timeout { path: self.socket.clone(), after: self.timeout }),
-            }
-        })
-    }
-
-    /// Sends the request until the daemon answers or the retry budget is spent. Only failures
-    /// before a complete answer are retried (the daemon is restarting or being replaced); the
-    /// pause grows from 10 ms to 200 ms with jitter, so a fleet of shims does not retry in step.
-    async fn exchange_with_retries(
-        &self,
-        method: http::Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
-        let started = tokio::time::Instant::now();
+    ) -> Result<(u16, Option<u64>, Vec<u8>), ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        let started = Instant::now();
         let mut pause = Duration::from_millis(10);
         let mut tries = 1u32;
         loop {
-            match self.exchange(method.clone(), path, body.clone()).await {
+            match self.exchange(&method, path, body.as_deref(), deadline) {
                 Err(e) if e.is_unanswered() => {
                     let wait = pause.mul_f64(0.5 + rand::random::<f64>());
-                    if started.elapsed() + wait > self.retry_budget {
+                    if started.elapsed() + wait > self.retry_budget || Instant::now() + wait >= deadline {
                         if tries > 1 {
                             tracing::debug!(tries, "giving up on an unanswering daemon");
                         }
                         return Err(e);
                     }
-                    tokio::time::sleep(wait).await;
+                    std::thread::sleep(wait);
                     pause = (pause * 2).min(Duration::from_millis(200));
                     tries += 1;
                 }
@@ -344,79 +316,123 @@ impl BrokerClient {
         }
     }
 
-    async fn exchange(
+    /// One request on one connection, blocking, with `Connection: close`: the shims are exec'd
+    /// once per lookup, so an async runtime and an HTTP client stack would cost more to start
+    /// than the whole exchange. The answer head is parsed with `httparse` (what hyper uses).
+    fn exchange(
         &self,
-        method: http::Method,
+        method: &http::Method,
         path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Option<u64>, Bytes), ClientError> {
-        let protocol = |detail: String| ClientError::Protocol { path: self.socket.clone(), detail };
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
+        body: Option<&[u8]>,
+        deadline: Instant,
+    ) -> Result<(u16, Option<u64>, Vec<u8>), ClientError> {
+        use std::io::{Read, Write};
+        let timed_out = || ClientError::Timeout { path: self.socket.clone(), after: self.timeout };
+        let left = || deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)
             .map_err(|source| ClientError::Connect { path: self.socket.clone(), source })?;
         let unanswered = |cause: String| ClientError::NoAnswer { path: self.socket.clone(), cause };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unanswered(format!("HTTP handshake failed: {e}")))?;
-        let driver = tokio::spawn(conn);
-        let mut builder = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "localhost")
-            .header(http::header::USER_AGENT, self.user_agent.as_str())
-            .header(http::header::ACCEPT, "application/json");
-        if body.is_some() {
-            builder = builder.header(http::header::CONTENT_TYPE, "application/json");
+        let io_unanswered = |e: io::Error, when: &str| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => timed_out(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
+                unanswered(format!("reset {when} (the daemon stopped or restarted)"))
+            }
+            _ => unanswered(format!("{e} {when}")),
+        };
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: {}\r\nAccept: application/json\r\nConnection: close\r\n",
+            self.user_agent
+        )
+        .into_bytes();
+        if let Some(body) = body {
+            request.extend_from_slice(
+                format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()).as_bytes(),
+            );
         }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| protocol(format!("cannot build request for {path}: {e}")))?;
-        let response = sender.send_request(request).await.map_err(|e| unanswered(describe_unanswered(&e)))?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        let bytes = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.is::<http_body_util::LengthLimitError>() {
-                    protocol(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"))
-                } else {
-                    unanswered(format!("connection closed while reading the answer: {e}"))
+        request.extend_from_slice(b"\r\n");
+        if let Some(body) = body {
+            request.extend_from_slice(body);
+        }
+        stream.set_write_timeout(Some(left().ok_or_else(timed_out)?)).map_err(|e| io_unanswered(e, "setting up"))?;
+        stream.write_all(&request).map_err(|e| io_unanswered(e, "while sending the request"))?;
+        let mut answer = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 4096];
+        loop {
+            stream.set_read_timeout(Some(left().ok_or_else(timed_out)?)).map_err(|e| io_unanswered(e, "setting up"))?;
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&chunk[..n]);
+                    if answer.len() > MAX_ANSWER_BYTES + 16 * 1024 {
+                        return Err(ClientError::Protocol {
+                            path: self.socket.clone(),
+                            detail: format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"),
+                        });
+                    }
+                    if answer_complete(&answer) {
+                        break;
+                    }
                 }
-            })?
-            .to_bytes();
-        drop(sender);
-        driver.abort();
-        Ok((status, retry_after, bytes))
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_unanswered(e, "after sending the request")),
+            }
+        }
+        parse_answer(&answer).map_err(|problem| match problem {
+            AnswerProblem::Incomplete => unanswered(String::from(
+                "the connection closed after sending the request, before a complete answer (the daemon stopped or restarted)",
+            )),
+            AnswerProblem::Invalid(detail) => ClientError::Protocol { path: self.socket.clone(), detail },
+        })
     }
 }
 
-/// Why a sent request got no answer, in words an operator recognises.
-fn describe_unanswered(e: &hyper::Error) -> String {
-    use std::error::Error as _;
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            return match io.kind() {
-                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe => {
-                    String::from("reset after sending the request (the daemon stopped or restarted)")
-                }
-                _ => format!("{io} after sending the request"),
-            };
-        }
-        source = s.source();
+/// Why bytes read from the daemon are not an answer.
+#[derive(Debug)]
+enum AnswerProblem {
+    /// The connection closed before the head or the body was complete.
+    Incomplete,
+    /// Not HTTP, or not what the daemon sends.
+    Invalid(String),
+}
+
+/// True once `bytes` hold a whole answer (head and `Content-Length` bytes of body).
+fn answer_complete(bytes: &[u8]) -> bool {
+    matches!(parse_answer(bytes), Ok(_) | Err(AnswerProblem::Invalid(_)))
+}
+
+/// Status, `Retry-After` seconds and body of an HTTP/1.1 answer with a `Content-Length`.
+fn parse_answer(bytes: &[u8]) -> Result<(u16, Option<u64>, Vec<u8>), AnswerProblem> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Response::new(&mut headers);
+    let body_start = match head.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Err(AnswerProblem::Incomplete),
+        Err(e) => return Err(AnswerProblem::Invalid(format!("not an HTTP answer: {e}"))),
+    };
+    let status = head.code.ok_or_else(|| AnswerProblem::Invalid(String::from("no status code")))?;
+    let header = |name: &str| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .map(str::trim)
+    };
+    if header("transfer-encoding").is_some() {
+        return Err(AnswerProblem::Invalid(String::from("a chunked answer; the daemon sends Content-Length")));
     }
-    if e.is_incomplete_message() || e.is_canceled() {
-        String::from(
-            "the connection closed after sending the request, before an answer (the daemon stopped or restarted)",
-        )
-    } else {
-        format!("{e} after sending the request")
+    let length: usize = header("content-length")
+        .ok_or_else(|| AnswerProblem::Invalid(String::from("no Content-Length")))?
+        .parse()
+        .map_err(|_| AnswerProblem::Invalid(String::from("a malformed Content-Length")))?;
+    if length > MAX_ANSWER_BYTES {
+        return Err(AnswerProblem::Invalid(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes")));
     }
+    let body = &bytes[body_start..];
+    if body.len() < length {
+        return Err(AnswerProblem::Incomplete);
+    }
+    let retry_after = header("retry-after").and_then(|v| v.parse::<u64>().ok());
+    Ok((status, retry_after, body[..length].to_vec()))
 }
 
 #[derive(Deserialize)]

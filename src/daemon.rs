@@ -60,6 +60,8 @@ pub struct Daemon {
     pub api_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Writes the audit lines; ends after the listeners drained and the queue is written out.
+    audit_writer: tokio::task::JoinHandle<()>,
 }
 
 /// Builds the node identity source named by `[identity]`.
@@ -118,9 +120,10 @@ impl Daemon {
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         metrics.mark_config_loaded(clock.now());
-        let broker = Broker::new(Arc::clone(&config), client, identity, clock, metrics);
+        let broker = Broker::new(Arc::clone(&config), client, identity, clock, Arc::clone(&metrics));
         let readiness = Readiness::new();
-        let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness) });
+        let (audit, audit_writer) = crate::audit::AuditLog::start(Arc::clone(&metrics));
+        let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness), audit });
         let limits =
             Limits { max_connections: config.server.max_connections, header_timeout: config.server.header_timeout };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -196,7 +199,18 @@ impl Daemon {
         // it can. How far it got is in STATUS= and /readyz.
         systemd::notify(&[Notify::Ready, Notify::Status(String::from("listening; obtaining the node identity"))]);
         tasks.spawn(boot(Arc::clone(&broker), Arc::clone(&readiness), config.prefetch.clone(), stop()));
-        Ok(Daemon { broker, readiness, socket, api_path, socket_id, metrics_addr, api_addr, shutdown_tx, tasks })
+        Ok(Daemon {
+            broker,
+            readiness,
+            socket,
+            api_path,
+            socket_id,
+            metrics_addr,
+            api_addr,
+            shutdown_tx,
+            tasks,
+            audit_writer,
+        })
     }
 
     /// Removes the socket file (if it is still ours), stops accepting, and drains in-flight
@@ -215,6 +229,12 @@ impl Daemon {
         }
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Every connection is closed, so the audit queue has no more senders: let the writer
+        // finish the lines of the requests that were answered.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.audit_writer).await.is_err() {
+            tracing::warn!("audit writer did not finish within 5 s");
+            self.audit_writer.abort();
+        }
     }
 }
 

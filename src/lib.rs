@@ -6,6 +6,7 @@
 //! ([`server`]). `ARCHITECTURE.md` at the top of the repository is the whole map.
 
 pub mod aliyun;
+pub mod audit;
 pub mod broker;
 pub mod cache;
 pub mod challenge;

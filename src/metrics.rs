@@ -53,6 +53,8 @@ pub struct Metrics {
     audit_denied: prometheus::IntCounter,
     config_reloads: IntCounterVec,
     config_last_reload_success: prometheus::Gauge,
+    audit_queue_depth: IntGauge,
+    audit_waits: prometheus::IntCounter,
 }
 
 /// Decrements the in-flight gauge when dropped.
@@ -167,6 +169,18 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable_metric("acr_broker_config_last_reload_success_timestamp_seconds", e));
         let _ = registry.register(Box::new(config_last_reload_success.clone()));
+        let audit_queue_depth = IntGauge::new(
+            "acr_broker_audit_queue_depth",
+            "Audit lines waiting for the writer (credentials served but not yet logged).",
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_audit_queue_depth", e));
+        let _ = registry.register(Box::new(audit_queue_depth.clone()));
+        let audit_waits = prometheus::IntCounter::new(
+            "acr_broker_audit_waits_total",
+            "Requests that waited for room in the audit queue (the writer fell behind; no line is dropped).",
+        )
+        .unwrap_or_else(|e| unreachable_metric("acr_broker_audit_waits_total", e));
+        let _ = registry.register(Box::new(audit_waits.clone()));
         let build_info = IntGaugeVec::new(
             Opts::new("acr_broker_build_info", "Build information; the value is always 1."),
             &["version"],
@@ -213,7 +227,19 @@ impl Metrics {
             audit_denied,
             config_reloads,
             config_last_reload_success,
+            audit_queue_depth,
+            audit_waits,
         }
+    }
+
+    /// Sets how many audit lines wait for the writer.
+    pub fn set_audit_queue_depth(&self, depth: usize) {
+        self.audit_queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a request that waited for room in the audit queue.
+    pub fn audit_waited(&self) {
+        self.audit_waits.inc();
     }
 
     /// Counts one config reload (`outcome` one of [`RELOAD_OUTCOMES`]); a successful one also

@@ -25,6 +25,12 @@ impl Secret {
         self.0.as_str()
     }
 
+    /// The value as `Bytes` for a response body, sharing this allocation (no copy): it is
+    /// zeroized when the last clone and the last `Bytes` drop.
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        bytes::Bytes::from_owner(SharedValue(Arc::clone(&self.0)))
+    }
+
     /// Length in bytes, for diagnostics that must not show the value.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -33,6 +39,15 @@ impl Secret {
     /// True when the value is empty (an upstream that answered with a blank field).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// Lets `Bytes` own a reference to a secret's allocation.
+struct SharedValue(Arc<Zeroizing<String>>);
+
+impl AsRef<[u8]> for SharedValue {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

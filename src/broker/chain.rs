@@ -149,6 +149,7 @@ impl Broker {
                 TargetKey::Instance(_) => Edition::Enterprise,
                 TargetKey::Personal => Edition::Personal,
             },
+            rendered: std::sync::OnceLock::new(),
         })
     }
 

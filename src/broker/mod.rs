@@ -74,6 +74,10 @@ pub struct Issued {
     pub instance_id: Option<InstanceId>,
     /// Edition.
     pub edition: Edition,
+    /// The API's JSON answer for this credential and the registry it names, rendered by the
+    /// first request that serves it and shared by the ones after (a [`Secret`]: it holds the
+    /// password).
+    pub rendered: std::sync::OnceLock<(Box<str>, Secret)>,
 }
 
 impl Expiring for Issued {

@@ -84,6 +84,8 @@ pub struct State {
     pub broker: Arc<Broker>,
     /// Readiness for `/readyz`.
     pub readiness: Arc<Readiness>,
+    /// Where audit lines go (off the request path).
+    pub audit: crate::audit::AuditLog,
 }
 
 /// Which routes a listener serves.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{Peer, Role, State};
+use crate::audit::AuditRecord;
 use crate::broker::{Answer, BrokerError, CredentialRequest, TokenRequest};
 use crate::secret::Secret;
 
@@ -23,7 +24,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 type Reply = Response<Full<Bytes>>;
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Reply {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    reply_bytes(status, Bytes::from(body.to_string()))
+}
+
+fn reply_bytes(status: StatusCode, body: Bytes) -> Reply {
+    let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     r.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
@@ -190,7 +195,7 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             let result = state.broker.registry_token(&treq).await;
             let (outcome, r) = match result {
                 Ok((bearer, answer)) => {
-                    audit(&answer, peer, "token");
+                    state.audit.record(AuditRecord { answer, peer, surface: "token" }).await;
                     let r = reply(
                         StatusCode::OK,
                         json!({
@@ -257,18 +262,9 @@ async fn serve_credentials(
     let result = state.broker.credentials(req).await;
     let (outcome, r) = match result {
         Ok(answer) => {
-            audit(&answer, peer, surface);
-            let c = &answer.credential;
-            let body = json!({
-                "username": c.username,
-                "password": c.password.expose_secret(),
-                "expires_at": crate::clock::rfc3339(c.expires_at),
-                "registry": answer.registry,
-                "region": c.region.as_str(),
-                "instance_id": c.instance_id.as_ref().map(|i| i.as_str()),
-                "edition": c.edition.as_str(),
-            });
-            ("ok", reply(StatusCode::OK, body))
+            let body = credential_body(&answer);
+            state.audit.record(AuditRecord { answer, peer, surface }).await;
+            ("ok", reply_bytes(StatusCode::OK, body))
         }
         Err(e) => {
             // `?` quotes and escapes the caller's raw text so it cannot forge log lines.
@@ -281,15 +277,32 @@ async fn serve_credentials(
     r
 }
 
-/// One audit line per credential served; never a secret.
-fn audit(answer: &Answer, peer: Peer, surface: &str) {
+/// The JSON answer for a credential: rendered once per cached credential (and registry name),
+/// then shared by every request that gets the same credential.
+fn credential_body(answer: &Answer) -> Bytes {
     let c = &answer.credential;
-    let base = if answer.via_service_account { "service-account token" } else { "node identity" };
-    let chain: Vec<&str> = std::iter::once(base).chain(answer.chain.iter().map(|a| a.as_str())).collect();
-    tracing::info!(target: "audit", pid = peer.pid, uid = peer.uid, surface, registry = %answer.registry,
-        instance = c.instance_id.as_ref().map(|i| i.as_str()).unwrap_or("-"), region = c.region.as_str(),
-        edition = c.edition.as_str(), chain = %chain.join(" -> "), cache = answer.outcome.as_str(),
-        expires_at = %crate::clock::rfc3339(c.expires_at), "credential served");
+    if let Some((registry, body)) = c.rendered.get() {
+        if **registry == *answer.registry {
+            return body.to_bytes();
+        }
+    }
+    let body = Secret::new(
+        json!({
+            "username": c.username,
+            "password": c.password.expose_secret(),
+            "expires_at": crate::clock::rfc3339(c.expires_at),
+            "registry": answer.registry,
+            "region": c.region.as_str(),
+            "instance_id": c.instance_id.as_ref().map(|i| i.as_str()),
+            "edition": c.edition.as_str(),
+        })
+        .to_string(),
+    );
+    let bytes = body.to_bytes();
+    // The first registry name wins the slot; another name for the same credential (the VPC
+    // domain of the same instance, say) is rendered per request.
+    let _ = c.rendered.set((answer.registry.as_str().into(), body));
+    bytes
 }
 
 /// Which client sent the request, from its `User-Agent` (the shims name themselves).

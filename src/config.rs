@@ -208,6 +208,13 @@ pub struct AliyunConfig {
     pub cr_endpoint: String,
     /// Metadata service base URL.
     pub metadata_endpoint: String,
+    /// Public or VPC addresses for the default STS and ACR endpoints (`network`).
+    pub network: crate::aliyun::regions::Network,
+    /// True when `sts_endpoint` was written in the file: the SDK's STS environment variables
+    /// (`ALIBABA_CLOUD_STS_REGION`, `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED`) then do not apply.
+    pub sts_endpoint_explicit: bool,
+    /// Extra PEM roots trusted for cloud API calls besides the compiled-in ones (`ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The whole validated configuration.
@@ -292,10 +299,12 @@ struct RawIdentity {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAliyun {
-    region: String,
+    region: Option<String>,
     sts_endpoint: Option<String>,
     cr_endpoint: Option<String>,
     metadata_endpoint: Option<String>,
+    network: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -392,20 +401,20 @@ impl Config {
         Config::from_toml(&text, &name)
     }
 
-    /// Parses and validates TOML text; `name` labels the errors.
+    /// Parses and validates TOML text; `name` labels the errors. Unknown keys, type errors and
+    /// semantic problems are all reported together, in line order.
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError {
-                source_name: name.to_owned(),
-                issues: vec![ConfigIssue { line, key: String::from("<syntax>"), message: e.message().to_owned() }],
-            }
-        })?;
-        let mut issues = Issues { source: text, list: Vec::new() };
+        let (raw, structural) =
+            schema::prune(text).map_err(|issue| ConfigError { source_name: name.to_owned(), issues: vec![issue] })?;
+        let mut issues = Issues { source: text, list: structural };
         let config = validate(raw, &mut issues);
         match config {
             Some(c) if issues.list.is_empty() => Ok(c),
-            _ => Err(ConfigError { source_name: name.to_owned(), issues: issues.list }),
+            _ => {
+                let mut list = issues.list;
+                list.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+                Err(ConfigError { source_name: name.to_owned(), issues: list })
+            }
         }
     }
 }
@@ -553,6 +562,10 @@ fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<Identi
             if let Err(e) = crate::aliyun::identity::validate_profile_name(&profile_name) {
                 issues.push("identity", "profile_name", e);
             }
+            // The daemon refuses a credentials file others may read on every fetch: say so now.
+            if let Some(e) = raw.profile_file.as_deref().and_then(crate::aliyun::identity::profile_file_problem) {
+                issues.push("identity", "profile_file", e);
+            }
             IdentityConfig::Profile { profile_file: raw.profile_file, profile_name }
         }
         other => {
@@ -590,15 +603,61 @@ fn check_endpoint(url: &str, allow_plain_http_host: Option<&str>) -> Result<(), 
 }
 
 fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConfig> {
-    let region = match Region::try_from(raw.region.as_str()) {
-        Ok(r) => Some(r),
+    use crate::aliyun::regions::{self, Network};
+    let Some(raw_region) = raw.region else {
+        issues.push("aliyun", "region", "missing: the node's region is required (e.g. region = \"cn-hangzhou\")");
+        return None;
+    };
+    let region = match Region::try_from(raw_region.as_str()) {
+        Ok(r) if regions::is_known(r.as_str()) => Some(r),
+        Ok(r) => {
+            let hint = match regions::suggest(r.as_str()) {
+                Some(s) => format!("did you mean {s:?}?"),
+                None => format!("known regions: {}", regions::KNOWN_REGIONS.join(", ")),
+            };
+            issues.push("aliyun", "region", format!("{:?} is not an Alibaba Cloud region; {hint}", r.as_str()));
+            None
+        }
         Err(e) => {
             issues.push("aliyun", "region", e.to_string());
             None
         }
     };
-    let sts = raw.sts_endpoint.unwrap_or_else(|| DEFAULT_STS_ENDPOINT.to_owned());
-    let cr = raw.cr_endpoint.unwrap_or_else(|| DEFAULT_CR_ENDPOINT.to_owned());
+    let network = match raw.network.as_deref().map(Network::parse).transpose() {
+        Ok(n) => n.unwrap_or_default(),
+        Err(e) => {
+            issues.push("aliyun", "network", e);
+            Network::Public
+        }
+    };
+    if let Some(ca) = &raw.ca_file {
+        if let Err(e) = crate::aliyun::transport::read_ca_file(ca) {
+            issues.push("aliyun", "ca_file", e.to_string());
+        }
+    }
+    let sts_endpoint_explicit = raw.sts_endpoint.is_some();
+    // With network = "vpc", a default endpoint is the VPC address of the node's region, when
+    // the service documents one there; otherwise the key to set by hand is named.
+    let vpc_default = |key: &str, host: fn(&str, Network) -> Result<String, String>, issues: &mut Issues<'_>| {
+        let r = region.as_ref()?;
+        match host(r.as_str(), network) {
+            Ok(h) => Some(format!("https://{}", h.replace(r.as_str(), "{region}"))),
+            Err(e) => {
+                issues.push("aliyun", key, e);
+                None
+            }
+        }
+    };
+    let (sts, cr) = match network {
+        Network::Public => (
+            raw.sts_endpoint.unwrap_or_else(|| DEFAULT_STS_ENDPOINT.to_owned()),
+            raw.cr_endpoint.unwrap_or_else(|| DEFAULT_CR_ENDPOINT.to_owned()),
+        ),
+        Network::Vpc => (
+            raw.sts_endpoint.or_else(|| vpc_default("sts_endpoint", regions::sts_host, issues)).unwrap_or_default(),
+            raw.cr_endpoint.or_else(|| vpc_default("cr_endpoint", regions::cr_host, issues)).unwrap_or_default(),
+        ),
+    };
     let md = raw.metadata_endpoint.unwrap_or_else(|| DEFAULT_METADATA.to_owned());
     if md.contains("{region}") {
         issues.push("aliyun", "metadata_endpoint", "the metadata address has no {region} placeholder");
@@ -607,16 +666,25 @@ fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConf
     for (key, url, plain) in
         [("sts_endpoint", &sts, None), ("cr_endpoint", &cr, None), ("metadata_endpoint", &md, Some("100.100.100.200"))]
     {
+        if url.is_empty() {
+            continue; // already reported: no VPC address for this region
+        }
         if let Err(e) = check_endpoint(&sample(url), plain) {
             issues.push("aliyun", key, e);
         }
     }
     let region = region?;
+    if sts.is_empty() || cr.is_empty() {
+        return None;
+    }
     Some(AliyunConfig {
         sts_endpoint: sts.replace("{region}", region.as_str()),
         cr_endpoint: cr,
         metadata_endpoint: md,
         region,
+        network,
+        sts_endpoint_explicit,
+        ca_file: raw.ca_file,
     })
 }
 
@@ -739,6 +807,8 @@ fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfi
     }
     u
 }
+
+mod schema;
 
 #[cfg(test)]
 mod tests;

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::aliyun::identity::{
     source_from_env, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, ProfileSource, StaticSource,
 };
-use crate::aliyun::{Client, Endpoints, Timeouts};
+use crate::aliyun::Client;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityConfig};
@@ -114,14 +114,9 @@ impl Daemon {
         inherited: Vec<systemd::ListenFd>,
     ) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
-        let endpoints = Endpoints {
-            sts: config.aliyun.sts_endpoint.clone(),
-            cr: config.aliyun.cr_endpoint.clone(),
-            metadata: config.aliyun.metadata_endpoint.clone(),
-        };
-        let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
+        // Endpoints (network, SDK STS variables), timeouts and ca_file: crate::egress.
         let client =
-            Client::new(endpoints, timeouts, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
+            crate::egress::client(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         let broker = Broker::new(Arc::clone(&config), client, identity, clock, metrics);

@@ -3,7 +3,7 @@
 //! The runtime asks for credentials for a registry host; the broker resolves the host
 //! ([`registry`]), applies the pull policy ([`policy`]), walks the role chain through STS to ACR
 //! ([`broker`], [`aliyun`]), caches the result ([`cache`]) and answers over a unix socket
-//! ([`server`]). See `DESIGN.md` beside the sources of this crate's repository for the whole map.
+//! ([`server`]). `ARCHITECTURE.md` at the top of the repository has the whole map.
 
 pub mod aliyun;
 pub mod broker;
@@ -15,6 +15,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod doctor;
+pub mod egress;
 pub mod helper;
 pub mod ids;
 pub mod kubelet;

@@ -9,6 +9,7 @@ pub mod cr;
 mod credentials;
 pub mod error;
 pub mod identity;
+pub mod regions;
 pub mod sign;
 pub mod sts;
 pub mod transport;

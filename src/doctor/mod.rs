@@ -1,0 +1,1 @@
+//! `acr-broker doctor`.

@@ -268,12 +268,16 @@ pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static
 
 /// The rustls error behind a failed connection, when the failure was the TLS handshake.
 fn tls_failure<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(tls) = s.downcast_ref::<rustls::Error>() {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        source = s.source();
+        // A custom io::Error hides its payload from `source()` (and may wrap another one).
+        next = match err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
     }
     None
 }

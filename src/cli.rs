@@ -253,7 +253,10 @@ fn get(registry: &str, annotations: &[String], show_password: bool, output: GetO
             ExitCode::SUCCESS
         }
         Ok(Answer::NotOurs { message }) => {
-            eprintln!("acr-broker get: {registry}: not an ACR registry served by this node: {message}");
+            // The daemon's message already names the host and says why it is not served.
+            eprintln!(
+                "acr-broker get: {message}; for an Enterprise custom domain, name its instance: -a k8s.aliyun.com/acr-instance-ids=cri-…"
+            );
             ExitCode::from(2)
         }
         Ok(Answer::Error { status, code, message, retry_after }) => {

@@ -53,7 +53,7 @@ impl TlsIdentity {
     }
 
     /// The acceptor that wraps accepted TCP streams.
-    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
         self.acceptor.clone()
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Unknown keys are rejected by name (a typo must not silently fall back to a default). Every
 //! semantic problem is collected with the line it stands on, so `acr-broker check-config` shows
-//! them all in one run (STYLE.md §9).
+//! them all in one run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

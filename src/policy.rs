@@ -1,9 +1,9 @@
 //! The seed's pull policy as a pure function: registry host + annotations → a [`Plan`]
 //! (which instance, which region, which role chains to try, in order).
 //!
-//! No I/O happens here (STYLE.md §2). The broker walks the plan; this module only decides it.
+//! No I/O happens here. The broker walks the plan; this module only decides it.
 //!
-//! Rules (DESIGN.md "The seed's rules"):
+//! Rules (the README's "What gets served"):
 //! - A request that carries any of the three annotations uses exactly those; the node defaults
 //!   (config `[defaults]`) apply only to a request that carries none.
 //! - EE default domain → `ListInstance` by name in the host's region; Personal → the host's region.
@@ -13,7 +13,7 @@
 //!   service and user ARNs → every (service, user) pair, service-major. User ARNs need a service ARN.
 //!
 //! The upstream documentation shows only single values and does not say how several service and
-//! user ARNs pair up; trying every pair in order is our choice (aliyun-api.md §6, UNCONFIRMED).
+//! user ARNs pair up; trying every pair in order is our choice (not confirmed upstream).
 
 use std::fmt;
 

@@ -3,9 +3,8 @@
 //!
 //! Sources (checked 2026-11): the "Container Registry: Endpoints" page
 //! (<https://www.alibabacloud.com/help/en/acr/developer-reference/api-cr-2018-12-01-endpoint>),
-//! the "STS: Endpoints" page
-//! (<https://www.alibabacloud.com/help/en/ram/developer-reference/api-sts-2015-04-01-endpoint>),
-//! and the ACR "supported regions" page. Only a region the page lists with a VPC address is in
+//! the "Endpoints" page of the STS 2015-04-01 API reference, and the ACR "supported regions"
+//! page. Only a region the page lists with a VPC address is in
 //! a VPC table; a region missing from one is a configuration error that names the endpoint key
 //! to set by hand, never a guess that fails to resolve on a VPC-only node.
 

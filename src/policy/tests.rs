@@ -106,7 +106,7 @@ fn from_map_rejects_a_key_given_twice() {
     assert!(err.to_string().contains("more than once"), "{err}");
 }
 
-/// One row per line of DESIGN.md's policy table (and the chain rules).
+/// One row per line of the README's policy table ("What gets served"), and the chain rules.
 #[test]
 fn plan_follows_the_policy_table() {
     let ee_host = "demo-registry.cn-shanghai.cr.aliyuncs.com";

@@ -709,7 +709,12 @@ fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annota
         Ok(Some(a)) => Some(a),
         Ok(None) => Some(Annotations::default()),
         Err(e) => {
-            issues.push("defaults", "acr_*", e.to_string());
+            // Name the config key (and so find its line), not the annotation it stands for.
+            let key = match &e {
+                crate::policy::PolicyError::InvalidAnnotation { key, .. } => key.trim_start_matches("k8s.aliyun.com/"),
+                _ => "acr_user_arns",
+            };
+            issues.push("defaults", &key.replace('-', "_"), e.to_string());
             None
         }
     }

@@ -37,8 +37,13 @@ pub(super) fn prune(text: &str) -> Result<(RawConfig, Vec<ConfigIssue>), ConfigI
                         }
                         Err(message) => issues.push(ConfigIssue {
                             line: line_of(text, &key, &sub),
+                            message: if sub == "prefetch" {
+                                // TOML files a key under the last [table] above it.
+                                format!("{message}; prefetch is a top-level key: move it above the first [table]")
+                            } else {
+                                message
+                            },
                             key: format!("{key}.{sub}"),
-                            message,
                         }),
                     }
                 }
@@ -101,6 +106,14 @@ mod tests {
             assert!(got.contains(&want), "missing {want:?} in {got:?}");
         }
         assert_eq!(issues.len(), 5, "{issues:?}");
+    }
+
+    #[test]
+    fn prefetch_under_a_table_says_it_is_top_level() {
+        let (_, issues) = prune("[aliyun]\nregion = \"cn-hangzhou\"\nprefetch = [\"x/y:1\"]\n").unwrap();
+        assert_eq!(issues[0].key, "aliyun.prefetch");
+        assert_eq!(issues[0].line, Some(3));
+        assert!(issues[0].message.contains("top-level key"), "{}", issues[0].message);
     }
 
     #[test]

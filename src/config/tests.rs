@@ -195,3 +195,11 @@ fn a_profile_file_others_can_read_is_refused_by_check_config() {
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     Config::from_toml(&text, "t").expect("mode 600");
 }
+
+#[test]
+fn a_bad_default_annotation_points_at_its_line() {
+    let text = "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_service_arns = [\"not-an-arn\"]\n";
+    let e = Config::from_toml(text, "t").expect_err("bad ARN");
+    assert_eq!(e.issues[0].key, "defaults.acr_service_arns");
+    assert_eq!(e.issues[0].line, Some(4));
+}

@@ -609,13 +609,21 @@ fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConf
         return None;
     };
     let region = match Region::try_from(raw_region.as_str()) {
-        Ok(r) if regions::is_known(r.as_str()) => Some(r),
+        // A region newer than this build's list is accepted when its STS address is given.
+        Ok(r) if regions::is_known(r.as_str()) || raw.sts_endpoint.is_some() => Some(r),
         Ok(r) => {
             let hint = match regions::suggest(r.as_str()) {
                 Some(s) => format!("did you mean {s:?}?"),
                 None => format!("known regions: {}", regions::KNOWN_REGIONS.join(", ")),
             };
-            issues.push("aliyun", "region", format!("{:?} is not an Alibaba Cloud region; {hint}", r.as_str()));
+            issues.push(
+                "aliyun",
+                "region",
+                format!(
+                    "{:?} is not an Alibaba Cloud region; {hint} (for a region newer than this build, set sts_endpoint explicitly)",
+                    r.as_str()
+                ),
+            );
             None
         }
         Err(e) => {

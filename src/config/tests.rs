@@ -158,6 +158,9 @@ fn an_unknown_region_says_did_you_mean() {
     let e = Config::from_toml("[aliyun]\nregion = \"cn-hangzou\"\n", "t").expect_err("typo");
     assert_eq!(e.issues[0].line, Some(2));
     assert!(e.to_string().contains("did you mean \"cn-hangzhou\""), "{e}");
+    // A region newer than the built-in list works once its STS address is given.
+    let newer = "[aliyun]\nregion = \"ap-newregion-1\"\nsts_endpoint = \"https://sts.ap-newregion-1.aliyuncs.com\"\n";
+    assert_eq!(Config::from_toml(newer, "t").expect("explicit STS").aliyun.region.as_str(), "ap-newregion-1");
 }
 
 #[test]

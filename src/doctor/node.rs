@@ -23,7 +23,7 @@ pub fn check_config(path: Option<&Path>, out: &mut Vec<Finding>) -> Option<Confi
         out.push(Finding::new(
             Severity::Warn,
             check,
-            "no config file here (the daemon checks use the default socket and skip identity and clock)",
+            "no config file here: the daemon is looked for at ACR_BROKER_SOCKET or the default socket, and the identity and clock checks are skipped",
             "pass --config FILE (the one acr-broker serve uses)",
         ));
         return None;

@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::aliyun::identity::{
     source_from_env, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, ProfileSource, StaticSource,
 };
-use crate::aliyun::{Client, Endpoints, Timeouts};
+use crate::aliyun::Client;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityConfig};
@@ -114,7 +114,9 @@ impl Daemon {
         inherited: Vec<systemd::ListenFd>,
     ) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
-        let client = client_for(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
+        // Endpoints (network, SDK STS variables), timeouts and ca_file: crate::egress.
+        let client =
+            crate::egress::client(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         metrics.mark_config_loaded(clock.now());
@@ -246,7 +248,7 @@ impl Daemon {
         let rebuilt = self
             .broker
             .reload(config, |c| {
-                let client = client_for(c, Arc::clone(&clock)).map_err(|e| format!("client: {e}"))?;
+                let client = crate::egress::client(c, Arc::clone(&clock)).map_err(|e| format!("client: {e}"))?;
                 let identity = identity_from_config(c, &client).map_err(|e| format!("identity: {e}"))?;
                 Ok((client, identity))
             })
@@ -262,17 +264,6 @@ impl Daemon {
             }
         }
     }
-}
-
-/// The cloud API client for `config`'s endpoints and timeouts.
-fn client_for(config: &Config, clock: SharedClock) -> Result<Client, crate::aliyun::Error> {
-    let endpoints = Endpoints {
-        sts: config.aliyun.sts_endpoint.clone(),
-        cr: config.aliyun.cr_endpoint.clone(),
-        metadata: config.aliyun.metadata_endpoint.clone(),
-    };
-    let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
-    Client::new(endpoints, timeouts, clock)
 }
 
 /// Obtains the node identity (retrying with backoff until it works), reports readiness, then

@@ -15,6 +15,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod dev;
+pub mod doctor;
+pub mod egress;
 pub mod helper;
 pub mod ids;
 pub mod install;

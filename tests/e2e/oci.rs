@@ -1,6 +1,6 @@
 //! A tiny, byte-reproducible OCI image layout built in Rust (no base image, no external tools):
 //! one gzip layer holding `usr/share/nginx/html/index.html`, a config and a manifest tagged `1.0`
-//! (the same shape as e2e-harness.md §3). Not runnable; it only has to round-trip a registry.
+//! (an nginx-like single-layer image). Not runnable; it only has to round-trip a registry.
 
 use std::path::{Path, PathBuf};
 

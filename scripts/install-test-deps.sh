@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (bookworm), and nothing when it is all there:
 #   docker-registry, skopeo  - end-to-end pulls through the credential helper
+#   containerd               - a real containerd 1.6 daemon pulling through the registry mirror
+#                              (tests/e2e_mirror.rs: `ctr images pull --hosts-dir`, CRI PullImage)
 #   systemd                  - systemd-analyze verify/security on the units (tests/packaging.rs)
 #   openssl, ca-certificates - test certificates for the registry's token auth
 #   promtool                 - `promtool check metrics` on /metrics; extracted from the
@@ -9,7 +11,7 @@
 # Idempotent: runs apt-get only when something is missing. Needs root (or sudo) for that.
 set -euo pipefail
 
-packages=(docker-registry skopeo systemd openssl ca-certificates curl util-linux)
+packages=(docker-registry skopeo containerd systemd openssl ca-certificates curl util-linux)
 promtool_dest=/usr/local/bin/promtool
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
@@ -75,10 +77,10 @@ else
     as_root install -m 0755 "$work/usr/bin/promtool" "$promtool_dest"
 fi
 
-for tool in docker-registry skopeo systemd-analyze openssl promtool; do
+for tool in docker-registry skopeo containerd ctr systemd-analyze openssl promtool; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         log "still missing after install: $tool"
         exit 1
     fi
 done
-log "ok: docker-registry skopeo systemd-analyze openssl promtool"
+log "ok: docker-registry skopeo containerd ctr systemd-analyze openssl promtool"

@@ -21,7 +21,7 @@ use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityConfig};
 use crate::metrics::Metrics;
-use crate::server::{self, Limits, Readiness, Role, State, TcpAcceptor, UnixAcceptor};
+use crate::server::{self, Limits, LoopbackTcpAcceptor, Readiness, Role, State, TcpAcceptor, UnixAcceptor};
 use crate::systemd::{self, Notify};
 
 /// Why the daemon could not start.
@@ -177,7 +177,17 @@ impl Daemon {
                 .and_then(|_| tokio::net::TcpListener::from_std(listener))
                 .map_err(|source| DaemonError::Listen { what: what.to_owned(), source })?;
             let local = listener.local_addr().ok();
-            tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+            if role == Role::Api {
+                // Hands out credentials: the same uid/gid allow-list as the unix socket.
+                let acceptor = LoopbackTcpAcceptor {
+                    listener,
+                    uids: config.server.allowed_uids.clone(),
+                    gids: config.server.allowed_gids.clone(),
+                };
+                tasks.spawn(server::serve(acceptor, Arc::clone(&state), role, limits, stop()));
+            } else {
+                tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+            }
             Ok(local)
         };
         let metrics_addr = bind_tcp(config.server.metrics, inherited_metrics, Role::Metrics, "metrics listener")?;

@@ -20,6 +20,7 @@ pub mod ids;
 pub mod kubelet;
 pub mod metrics;
 pub mod policy;
+pub mod procnet;
 pub mod registry;
 pub mod secret;
 pub mod server;

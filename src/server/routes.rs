@@ -101,6 +101,11 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             "this uid/gid may not use the acr-broker socket",
         );
     }
+    if role == Role::Api {
+        if let Err(r) = check_host(&req, peer) {
+            return r;
+        }
+    }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (role, &method, path.as_str()) {
@@ -217,6 +222,23 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             error_reply(StatusCode::NOT_FOUND, "unknown_route", &format!("no route {method} {}", truncate(&path, 128)))
         }
     }
+}
+
+/// On a loopback TCP listener, refuses (421) a request whose `Host` is not a loopback name for
+/// this port: the DNS-rebinding defence ([`super::host_is_loopback`]). Unix-socket requests pass.
+pub fn check_host<B>(req: &Request<B>, peer: Peer) -> Result<(), Reply> {
+    let Some(port) = peer.local_port else { return Ok(()) };
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    if super::host_is_loopback(host, port) {
+        return Ok(());
+    }
+    tracing::warn!(target: "audit", peer = ?peer.addr, uid = peer.uid, host = ?host.map(|h| truncate(h, 128)),
+        "refused a request whose Host is not a loopback name (DNS rebinding defence)");
+    Err(error_reply(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host_not_loopback",
+        &format!("Host must be 127.0.0.1:{port}, [::1]:{port} or localhost:{port} on this listener"),
+    ))
 }
 
 async fn serve_credentials(

@@ -239,3 +239,41 @@ pub async fn wait_ready(h: &Harness, limit: Duration) {
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// `setpriv`, where Debian's util-linux puts it.
+pub fn setpriv_bin() -> Option<PathBuf> {
+    ["/usr/bin/setpriv", "/bin/setpriv"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// `curl URL` over loopback TCP run as `uid:gid` (setpriv, no supplementary groups) with extra
+/// curl arguments; returns (HTTP status, body). Needs root, setpriv and curl.
+pub async fn curl_tcp_as(uid: u32, gid: u32, url: &str, extra: &[&str]) -> (u16, String) {
+    let setpriv = setpriv_bin().expect("setpriv");
+    let out = tokio::process::Command::new(setpriv)
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "curl".into()])
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .await
+        .expect("run setpriv curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    assert!(out.status.success(), "curl as {uid}:{gid} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// One `GET path` over a fresh loopback TCP connection with a `Host` header of our choosing
+/// (as a browser after DNS rebinding would send it): (status, headers, body).
+pub async fn tcp_get_with_host(addr: std::net::SocketAddr, host: &str, path: &str) -> (u16, http::HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect TCP listener");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get(path).header("host", host).body(Full::new(Bytes::new())).expect("request");
+    let resp = send.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body)
+}

@@ -1,4 +1,4 @@
-//! Command line: `serve`, `get`, `kubelet-plugin`, `check-config`, `version`.
+//! Command line: `serve`, `get`, `kubelet-plugin`, `check-config`, `containerd-hosts`, `version`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -65,6 +65,23 @@ pub enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Write containerd `hosts.toml` files that send pulls of ACR registries to the mirror.
+    ContainerdHosts {
+        /// containerd's hosts directory (`config_path`, e.g. /etc/containerd/certs.d).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Mirror URL (default: `http://` + `[mirror] listen` from the config file).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Configuration file (for the mirror address and `[mirror] registries`).
+        #[arg(long, short, default_value = "/etc/acr-broker/config.toml")]
+        config: PathBuf,
+        /// Replace hosts.toml files that acr-broker did not write.
+        #[arg(long)]
+        force: bool,
+        /// Registries (`host[:port]`); default: `[mirror] registries` from the config file.
+        registries: Vec<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -92,6 +109,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EX_CONFIG)
             }
         },
+        Command::ContainerdHosts { dir, mirror, config, force, registries } => {
+            crate::mirror::hosts::command(&dir, mirror, &config, registries, force)
+        }
         Command::Version => {
             println!("acr-broker {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

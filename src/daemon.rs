@@ -53,6 +53,8 @@ pub struct Daemon {
     pub metrics_addr: Option<SocketAddr>,
     /// Where the loopback TCP API is served.
     pub api_addr: Option<SocketAddr>,
+    /// Where the registry mirror is served (`[mirror] listen`).
+    pub mirror_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -119,7 +121,7 @@ impl Daemon {
             Client::new(endpoints, timeouts, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
-        let broker = Broker::new(Arc::clone(&config), client, identity, clock, metrics);
+        let broker = Broker::new(Arc::clone(&config), client, identity, Arc::clone(&clock), metrics);
         let readiness = Readiness::new();
         let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness) });
         let limits =
@@ -193,8 +195,13 @@ impl Daemon {
         let metrics_addr = bind_tcp(config.server.metrics, inherited_metrics, Role::Metrics, "metrics listener")?;
         let api_addr = bind_tcp(config.server.listen, None, Role::Api, "API listener")?;
 
+        let mirror_addr = match &config.mirror {
+            Some(m) => Some(start_mirror(&config, m, &broker, clock, limits, stop(), &mut tasks)?),
+            None => None,
+        };
+
         tasks.spawn(boot(Arc::clone(&broker), Arc::clone(&readiness), config.prefetch.clone(), stop()));
-        Ok(Daemon { broker, readiness, socket, metrics_addr, api_addr, shutdown_tx, tasks })
+        Ok(Daemon { broker, readiness, socket, metrics_addr, api_addr, mirror_addr, shutdown_tx, tasks })
     }
 
     /// Removes the socket file, stops accepting, and drains in-flight requests.
@@ -209,6 +216,38 @@ impl Daemon {
         let _ = self.shutdown_tx.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
+}
+
+/// Binds `[mirror] listen` and serves the registry mirror on it with the socket's allow-list.
+fn start_mirror(
+    config: &Config,
+    mirror: &crate::config::MirrorConfig,
+    broker: &Arc<Broker>,
+    clock: SharedClock,
+    limits: Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: &mut JoinSet<()>,
+) -> Result<SocketAddr, DaemonError> {
+    let what = format!("mirror listener {}", mirror.listen);
+    let listen = |source| DaemonError::Listen { what: what.clone(), source };
+    let std_listener = std::net::TcpListener::bind(mirror.listen).map_err(listen)?;
+    std_listener.set_nonblocking(true).map_err(listen)?;
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    let m = crate::mirror::Mirror::new(Arc::clone(broker), clock, mirror, local.port())
+        .map_err(|e| DaemonError::Listen { what: what.clone(), source: std::io::Error::other(e.to_string()) })?;
+    let acceptor = LoopbackTcpAcceptor {
+        listener,
+        uids: config.server.allowed_uids.clone(),
+        gids: config.server.allowed_gids.clone(),
+    };
+    let metrics = Arc::clone(broker.metrics());
+    tasks.spawn(async move {
+        let handler = move |req, peer| Arc::clone(&m).handle(req, peer);
+        server::serve_with(acceptor, &metrics, limits, stop, handler).await
+    });
+    tracing::info!(mirror = %local, "registry mirror listening");
+    Ok(local)
 }
 
 /// Obtains the node identity (retrying with backoff until it works), reports readiness, then
@@ -322,7 +361,8 @@ pub async fn serve(
     banner: Option<String>,
 ) -> Result<(), DaemonError> {
     let daemon = Daemon::start_with_listeners(config, clock, inherited).await?;
-    tracing::info!(socket = ?daemon.socket, metrics = ?daemon.metrics_addr, api = ?daemon.api_addr, "acr-broker listening");
+    tracing::info!(socket = ?daemon.socket, metrics = ?daemon.metrics_addr, api = ?daemon.api_addr,
+        mirror = ?daemon.mirror_addr, "acr-broker listening");
     if let Some(b) = banner {
         println!("{b}");
     }

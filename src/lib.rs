@@ -19,6 +19,7 @@ pub mod helper;
 pub mod ids;
 pub mod kubelet;
 pub mod metrics;
+pub mod mirror;
 pub mod policy;
 pub mod procnet;
 pub mod registry;

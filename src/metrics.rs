@@ -61,7 +61,7 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable_metric(name, e));
     let _ = registry.register(Box::new(c.clone()));
     c
@@ -193,6 +193,11 @@ impl Metrics {
             upstream_in_flight,
             audit_denied,
         }
+    }
+
+    /// The Prometheus registry, for modules that own their metrics (the registry mirror).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Counts one answered request.

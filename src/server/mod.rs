@@ -20,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 
 pub use host_check::host_is_loopback;
 pub use routes::{error_status, MAX_BODY_BYTES};
@@ -210,12 +211,37 @@ impl Acceptor for LoopbackTcpAcceptor {
 
 /// Serves `role` on `acceptor` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve<A: Acceptor>(
-    mut acceptor: A,
+    acceptor: A,
     state: Arc<State>,
     role: Role,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = Arc::clone(state.broker.metrics());
+    let handler = move |req, peer| {
+        let st = Arc::clone(&state);
+        async move { routes::handle(req, &st, role, peer).await }
+    };
+    serve_with(acceptor, &metrics, limits, shutdown, handler).await
+}
+
+/// The accept loop every listener shares: connection cap, header timeout, the peer check's
+/// audit line, and a bounded graceful drain; `handler` answers each request (the API routes,
+/// or the registry mirror). A refused peer still reaches `handler` once (to answer 403).
+pub async fn serve_with<A, H, F, B>(
+    mut acceptor: A,
+    metrics: &Metrics,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    A: Acceptor,
+    H: Fn(http::Request<hyper::body::Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -236,14 +262,14 @@ pub async fn serve<A: Acceptor>(
             },
         };
         if !peer.allowed {
-            state.broker.metrics().peer_denied();
+            metrics.peer_denied();
             tracing::warn!(target: "audit", pid = peer.pid, uid = peer.uid, gid = peer.gid,
                 peer = ?peer.addr, "refused a caller not in server.allowed_uids / allowed_gids");
         }
-        let st = Arc::clone(&state);
+        let h = handler.clone();
         let service = service_fn(move |req| {
-            let st = Arc::clone(&st);
-            async move { Ok::<_, std::convert::Infallible>(routes::handle(req, &st, role, peer).await) }
+            let answer = h(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -102,7 +102,7 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
         );
     }
     if role == Role::Api {
-        if let Err(r) = check_host(&req, peer) {
+        if let Some(r) = host_refusal(&req, peer) {
             return r;
         }
     }
@@ -224,17 +224,17 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
     }
 }
 
-/// On a loopback TCP listener, refuses (421) a request whose `Host` is not a loopback name for
+/// On a loopback TCP listener, the 421 for a request whose `Host` is not a loopback name for
 /// this port: the DNS-rebinding defence ([`super::host_is_loopback`]). Unix-socket requests pass.
-pub fn check_host<B>(req: &Request<B>, peer: Peer) -> Result<(), Reply> {
-    let Some(port) = peer.local_port else { return Ok(()) };
+fn host_refusal<B>(req: &Request<B>, peer: Peer) -> Option<Reply> {
+    let port = peer.local_port?;
     let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
     if super::host_is_loopback(host, port) {
-        return Ok(());
+        return None;
     }
     tracing::warn!(target: "audit", peer = ?peer.addr, uid = peer.uid, host = ?host.map(|h| truncate(h, 128)),
         "refused a request whose Host is not a loopback name (DNS rebinding defence)");
-    Err(error_reply(
+    Some(error_reply(
         StatusCode::MISDIRECTED_REQUEST,
         "host_not_loopback",
         &format!("Host must be 127.0.0.1:{port}, [::1]:{port} or localhost:{port} on this listener"),

@@ -230,7 +230,9 @@ pub struct Config {
 pub struct MirrorConfig {
     /// Loopback address to listen on (`listen = "127.0.0.1:PORT"`; required, loopback only).
     pub listen: std::net::SocketAddr,
-    /// Registries `acr-broker containerd-hosts` writes a `hosts.toml` for when none are named.
+    /// Registries the mirror serves (any other `ns` is a 404 before the broker is asked) and
+    /// that `acr-broker containerd-hosts` writes a `hosts.toml` for when none are named. Empty:
+    /// whatever the node defaults serve.
     pub registries: Vec<String>,
     /// Time allowed for the registry to answer with headers (the body then streams without a
     /// limit). Default [`DEFAULT_MIRROR_UPSTREAM_TIMEOUT`].

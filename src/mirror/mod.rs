@@ -81,6 +81,9 @@ pub struct Mirror {
     metrics: MirrorMetrics,
     upstream_timeout: Duration,
     port: u16,
+    /// `[mirror] registries`: when not empty, the only `ns` values served (checked before the
+    /// broker, so an unlisted registry costs no cloud call either).
+    registries: Vec<String>,
 }
 
 impl std::fmt::Debug for Mirror {
@@ -141,6 +144,7 @@ impl Mirror {
             metrics,
             upstream_timeout: config.upstream_timeout,
             port,
+            registries: config.registries.clone(),
         }))
     }
 
@@ -203,7 +207,16 @@ impl Mirror {
             };
             Refusal::new(StatusCode::BAD_REQUEST, code, e.to_string(), code)
         })?;
-        // 3. Policy: exactly what `GET /v1/credentials/{ns}` would serve (404 when not ours).
+        // 3. Policy: a listed registry (when a list is configured), and exactly what
+        //    `GET /v1/credentials/{ns}` would serve (404 when not ours: containerd tries the next host).
+        if !self.registries.is_empty() && !self.registries.contains(&v2.ns) {
+            return Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_served",
+                format!("{} is not in [mirror] registries; not served by this mirror", v2.ns),
+                "not_served",
+            ));
+        }
         let creq = CredentialRequest { registry: v2.ns.clone(), ..CredentialRequest::default() };
         let answer = self.broker.credentials(&creq).await.map_err(|e| Refusal::from_broker(&e))?;
         // 4. The registry, with the authorization it asked for last time (or none yet).

@@ -266,11 +266,26 @@ pub async fn curl_tcp_as(uid: u32, gid: u32, url: &str, extra: &[&str]) -> (u16,
 /// One `GET path` over a fresh loopback TCP connection with a `Host` header of our choosing
 /// (as a browser after DNS rebinding would send it): (status, headers, body).
 pub async fn tcp_get_with_host(addr: std::net::SocketAddr, host: &str, path: &str) -> (u16, http::HeaderMap, Bytes) {
+    tcp_request(addr, "GET", path, &[("host", host)]).await
+}
+
+/// One request over a fresh loopback TCP connection, with exactly the headers given (`host`
+/// included): (status, headers, body).
+pub async fn tcp_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connect TCP listener");
     let (mut send, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
     tokio::spawn(conn);
-    let req = http::Request::get(path).header("host", host).body(Full::new(Bytes::new())).expect("request");
+    let mut b = http::Request::builder().method(method).uri(target);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::new())).expect("request");
     let resp = send.send_request(req).await.expect("send");
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();

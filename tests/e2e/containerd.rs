@@ -32,6 +32,12 @@ impl Containerd {
     /// Starts containerd under `dir` with the CRI plugin reading `hosts_dir` (`config_path`);
     /// waits (15 s at most) until `ctr version` answers.
     pub async fn start(dir: &Path, hosts_dir: &Path) -> Containerd {
+        Containerd::start_with(dir, hosts_dir, "shared").await
+    }
+
+    /// Like [`Containerd::start`] with a content sharing policy between namespaces (`"isolated"`:
+    /// a fetch in a new namespace downloads every blob again, as the bench needs).
+    pub async fn start_with(dir: &Path, hosts_dir: &Path, content_sharing: &str) -> Containerd {
         std::fs::create_dir_all(dir).expect("containerd dir");
         let socket = dir.join("containerd.sock");
         let d = dir.display();
@@ -43,6 +49,7 @@ impl Containerd {
              [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
              [debug]\n  address = \"\"\n  level = \"debug\"\n[metrics]\n  address = \"\"\n\
              [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\
+             [plugins.\"io.containerd.metadata.v1.bolt\"]\n  content_sharing_policy = \"{content_sharing}\"\n\
              [plugins.\"io.containerd.grpc.v1.cri\"]\n  stream_server_address = \"127.0.0.1\"\n  stream_server_port = \"0\"\n  disable_tcp_service = true\n\
              [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"native\"\n\
              [plugins.\"io.containerd.grpc.v1.cri\".registry]\n    config_path = \"{hosts}\"\n",
@@ -79,6 +86,11 @@ impl Containerd {
 
     /// Runs `ctr --address <socket> ARGS` (60 s at most) with an empty environment.
     pub async fn ctr(&self, args: &[&str]) -> CtrRun {
+        self.ctr_with_limit(args, Duration::from_secs(60)).await
+    }
+
+    /// Like [`Containerd::ctr`], bounded by `limit`.
+    pub async fn ctr_with_limit(&self, args: &[&str], limit: Duration) -> CtrRun {
         let run = tokio::process::Command::new(CTR_BIN)
             .arg("--address")
             .arg(&self.socket)
@@ -88,13 +100,13 @@ impl Containerd {
             .env("HOME", &self.dir)
             .kill_on_drop(true)
             .output();
-        match tokio::time::timeout(Duration::from_secs(60), run).await {
+        match tokio::time::timeout(limit, run).await {
             Ok(Ok(out)) => CtrRun {
                 ok: out.status.success(),
                 output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
             },
             Ok(Err(e)) => CtrRun { ok: false, output: format!("cannot run ctr: {e}") },
-            Err(_) => CtrRun { ok: false, output: format!("ctr {args:?}: no answer within 60 s") },
+            Err(_) => CtrRun { ok: false, output: format!("ctr {}: no answer within {limit:?}", args.join(" ")) },
         }
     }
 

@@ -150,8 +150,13 @@ async fn fetch(ctrd: &Containerd, ns: &str, args: &[&str], reference: &str) -> D
     let t = Instant::now();
     let run = ctrd.ctr_with_limit(&all, Duration::from_secs(600)).await;
     let took = t.elapsed();
-    let shown: Vec<&str> = args.iter().map(|a| if a.contains(':') && !a.starts_with('/') { "<user:password>" } else { a }).collect();
-    assert!(run.ok, "ctr content fetch {shown:?} failed:\n{}", run.output.lines().rev().take(20).collect::<Vec<_>>().join("\n"));
+    let shown: Vec<&str> =
+        args.iter().map(|a| if a.contains(':') && !a.starts_with('/') { "<user:password>" } else { a }).collect();
+    assert!(
+        run.ok,
+        "ctr content fetch {shown:?} failed:\n{}",
+        run.output.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
     took
 }
 

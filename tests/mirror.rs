@@ -146,7 +146,11 @@ fn answer(
 }
 
 #[path = "e2e/http.rs"]
+#[allow(dead_code)]
 mod e2e_http;
+
+/// A refusal case: method, target, extra headers, expected status and error code.
+type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16, &'a str);
 
 struct Fixture {
     h: Harness,
@@ -291,7 +295,7 @@ async fn refusals_cost_no_request_to_the_registry_or_the_cloud() {
     assert_eq!(status, 200);
     let (registry_before, cloud_before) = (f.registry.seen().len(), f.cloud_calls());
     let wrong_host = format!("evil.example:{}", f.mirror.port());
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("GET", format!("/v2/{REPO}/manifests/1.0"), vec![], 400, "bad_ns"),
         ("GET", format!("/v2/{REPO}/manifests/1.0?ns="), vec![], 400, "bad_ns"),
         ("GET", format!("/v2/{REPO}/manifests/1.0?ns=docker.io"), vec![], 404, "not_served"),

@@ -140,6 +140,9 @@ async fn run() {
     );
     drop(ctrd);
     drop(daemon);
+    if m / d < 0.8 || growth > 32 << 20 {
+        std::process::exit(1);
+    }
 }
 
 /// `ctr -n NS content fetch ARGS REF`; wall time. Panics with ctr's output on failure.

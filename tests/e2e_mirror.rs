@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use e2e::containerd::Containerd;
 use e2e::{bounded, containerd_present, defaults, demo_ref, phase, tools_present, Setup, DEMO_SERVICE, REPO, TAG};
-use support::{curl_tcp_as, my_uid, setpriv_bin, Harness};
+use support::{curl_as, my_uid, setpriv_bin, Harness};
 
 /// The tag of the multi-layer image.
 const MULTI_TAG: &str = "multi";
@@ -148,11 +148,11 @@ async fn containerd_pulls_through_the_mirror_with_no_credentials_of_its_own() {
         ("POST", format!("{base}/v2/{REPO}/blobs/uploads/?ns={registry}"), vec!["-X", "POST"], 405),
     ];
     for (what, url, extra, want) in &cases {
-        let (status, body) = curl_tcp_as(0, 0, url, extra).await;
+        let (status, body) = curl_as(0, 0, url, extra).await;
         assert_eq!(status, *want, "{what}: {body}");
     }
     let refused_uid = if setpriv_bin().is_some() {
-        let (status, body) = curl_tcp_as(65534, 65534, &format!("{base}{manifest}?ns={registry}"), &[]).await;
+        let (status, body) = curl_as(65534, 65534, &format!("{base}{manifest}?ns={registry}"), &[]).await;
         assert_eq!(status, 403, "uid 65534 is not in allowed_uids: {body}");
         1
     } else {

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{broker_world, curl_tcp_as, my_uid, setpriv_bin, tcp_get_with_host, wait_ready, ConfigParts, Harness};
+use support::{broker_world, curl_as, my_uid, setpriv_bin, tcp_get_with_host, wait_ready, ConfigParts, Harness};
 
 const DEMO_HOST: &str = "demo-registry.cn-hangzhou.cr.aliyuncs.com";
 
@@ -54,11 +54,11 @@ async fn tcp_api_applies_the_uid_allow_list_from_the_socket_table() {
     let h = start("listen = \"127.0.0.1:0\"\nallowed_uids = [65532]\nallowed_gids = [65533]").await;
     let api = h.daemon().api_addr.expect("TCP API listener");
     let url = format!("http://127.0.0.1:{}/v1/credentials/{DEMO_HOST}", api.port());
-    let (status, body) = curl_tcp_as(65534, 65534, &url, &[]).await;
+    let (status, body) = curl_as(65534, 65534, &url, &[]).await;
     assert_eq!(status, 403, "uid 65534 is not allowed: {body}");
     assert!(body.contains("peer_not_allowed") && !body.contains("password"), "{body}");
     assert_eq!(h.emulator.count("GetAuthorizationToken"), 0, "nothing goes upstream for a refused peer");
-    let (status, body) = curl_tcp_as(65532, 65531, &url, &[]).await;
+    let (status, body) = curl_as(65532, 65531, &url, &[]).await;
     assert_eq!(status, 200, "uid 65532 is allowed: {body}");
     let metrics = h.metrics_text().await;
     assert!(metrics.contains("acr_broker_peer_denied_total 1"), "{metrics}");

@@ -140,25 +140,12 @@ fn peer_check_allows_root_listed_uids_and_gids_only() {
     assert!(!peer_allowed(44, 1000, &[], &[44]), "a uid equal to an allowed gid is not allowed");
 }
 
-fn setpriv() -> Option<PathBuf> {
-    ["/usr/bin/setpriv", "/bin/setpriv"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 /// `curl` over the socket as `uid:gid` (via setpriv, no supplementary groups): (status, body).
 async fn curl_as(uid: u32, gid: u32, socket: &Path, path: &str) -> (u16, Value) {
-    let setpriv = setpriv().expect("setpriv");
-    let out = tokio::process::Command::new(setpriv)
-        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "curl".into()])
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .await
-        .expect("run setpriv curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    assert!(out.status.success(), "curl as {uid}:{gid} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    let socket = socket.to_str().expect("utf8 socket path");
+    let (status, body) =
+        support::curl_as(uid, gid, &format!("http://localhost{path}"), &["--unix-socket", socket]).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +162,7 @@ async fn peers_outside_the_allow_list_get_403_and_an_audit_line() {
         h.stop().await;
         return;
     }
-    if setpriv().is_none() || which("curl").is_none() {
+    if support::setpriv_bin().is_none() || which("curl").is_none() {
         support::skip("the unprivileged-client part needs setpriv and curl");
         return;
     }

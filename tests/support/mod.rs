@@ -245,9 +245,9 @@ pub fn setpriv_bin() -> Option<PathBuf> {
     ["/usr/bin/setpriv", "/bin/setpriv"].iter().map(PathBuf::from).find(|p| p.exists())
 }
 
-/// `curl URL` over loopback TCP run as `uid:gid` (setpriv, no supplementary groups) with extra
-/// curl arguments; returns (HTTP status, body). Needs root, setpriv and curl.
-pub async fn curl_tcp_as(uid: u32, gid: u32, url: &str, extra: &[&str]) -> (u16, String) {
+/// `curl URL` run as `uid:gid` (setpriv, no supplementary groups) with extra curl arguments
+/// (e.g. `--unix-socket PATH`); returns (HTTP status, body). Needs root, setpriv and curl.
+pub async fn curl_as(uid: u32, gid: u32, url: &str, extra: &[&str]) -> (u16, String) {
     let setpriv = setpriv_bin().expect("setpriv");
     let out = tokio::process::Command::new(setpriv)
         .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "curl".into()])

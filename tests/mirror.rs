@@ -8,13 +8,15 @@ mod support;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use acr_broker::clock::{Clock, ManualClock};
 use acr_emulator::{Emulator, World};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
@@ -40,31 +42,65 @@ struct Seen {
     status: u16,
 }
 
-/// A registry that wants a realm token (any JWT the realm issued that was not revoked).
+/// What the fake registry knows and remembers, shared by its connections.
+struct Shared {
+    /// The realm URL for Bearer challenges (set once the emulator runs).
+    realm: Mutex<String>,
+    /// Ask for HTTP Basic (the ACR temporary user) instead of a realm token.
+    basic: bool,
+    revoked: Mutex<HashSet<String>>,
+    seen: Mutex<Vec<Seen>>,
+    /// Set when the endless blob's reader went away (the stream was cancelled).
+    endless_closed: AtomicBool,
+    blob: Bytes,
+    oss: SocketAddr,
+}
+
+/// A registry that wants a realm token (any JWT the realm issued that was not revoked), or
+/// Basic with the ACR temporary user.
 struct FakeRegistry {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    revoked: Arc<Mutex<HashSet<String>>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
+type FakeBody = BoxBody<Bytes, std::convert::Infallible>;
+
+/// A response body fed by a channel: it ends only when the sender stops.
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
 impl FakeRegistry {
-    /// Starts serving; the realm URL is read from `realm` per request (set once the emulator runs).
-    async fn start(realm: Arc<Mutex<String>>, oss: SocketAddr) -> FakeRegistry {
+    async fn start(basic: bool, oss: SocketAddr) -> FakeRegistry {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake registry");
         let addr = listener.local_addr().expect("addr");
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let revoked = Arc::new(Mutex::new(HashSet::new()));
-        let blob = Bytes::from((0..BLOB_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
-        let (s, r) = (Arc::clone(&seen), Arc::clone(&revoked));
+        let shared = Arc::new(Shared {
+            realm: Mutex::new(String::new()),
+            basic,
+            revoked: Mutex::new(HashSet::new()),
+            seen: Mutex::new(Vec::new()),
+            endless_closed: AtomicBool::new(false),
+            blob: Bytes::from((0..BLOB_LEN).map(|i| (i % 251) as u8).collect::<Vec<u8>>()),
+            oss,
+        });
+        let sh = Arc::clone(&shared);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (s, r, realm, blob) = (Arc::clone(&s), Arc::clone(&r), Arc::clone(&realm), blob.clone());
+                let sh = Arc::clone(&sh);
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let realm_url = realm.lock().expect("lock").clone();
-                        let resp = answer(&req, &realm_url, oss, &r, &blob);
-                        s.lock().expect("lock").push(Seen {
+                        let resp = answer(&req, &sh);
+                        sh.seen.lock().expect("lock").push(Seen {
                             line: format!("{} {}", req.method(), req.uri()),
                             headers: req.headers().clone(),
                             status: resp.status().as_u16(),
@@ -76,17 +112,17 @@ impl FakeRegistry {
                 });
             }
         });
-        FakeRegistry { addr, seen, revoked, task }
+        FakeRegistry { addr, shared, task }
     }
 
     fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("lock").clone()
+        self.shared.seen.lock().expect("lock").clone()
     }
 
     /// Every token used so far stops working (as at expiry or revocation).
     fn revoke_all(&self) {
         let tokens: Vec<String> = self.seen().iter().filter_map(|s| bearer(&s.headers)).collect();
-        self.revoked.lock().expect("lock").extend(tokens);
+        self.shared.revoked.lock().expect("lock").extend(tokens);
     }
 }
 
@@ -100,30 +136,46 @@ fn bearer(h: &http::HeaderMap) -> Option<String> {
     h.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_owned)
 }
 
-fn answer(
-    req: &http::Request<hyper::body::Incoming>,
-    realm: &str,
-    oss: SocketAddr,
-    revoked: &Mutex<HashSet<String>>,
-    blob: &Bytes,
-) -> http::Response<Full<Bytes>> {
+/// The user name in a Basic `Authorization` header.
+fn basic_user(h: &http::HeaderMap) -> Option<String> {
+    let b64 = h.get("authorization")?.to_str().ok()?.strip_prefix("Basic ")?;
+    let raw = String::from_utf8(data_encoding::BASE64.decode(b64.as_bytes()).ok()?).ok()?;
+    raw.split_once(':').map(|(u, _)| u.to_owned())
+}
+
+/// `sha256:cdcd…`: a blob that never ends (to prove a client going away cancels the upstream).
+fn endless_digest() -> String {
+    format!("sha256:{}", "cd".repeat(32))
+}
+
+fn answer(req: &http::Request<hyper::body::Incoming>, sh: &Arc<Shared>) -> http::Response<FakeBody> {
     let path = req.uri().path();
     let scope = if path == "/v2/" { String::new() } else { format!(",scope=\"repository:{REPO}:pull\"") };
-    let token = bearer(req.headers());
-    let valid = token.as_ref().is_some_and(|t| t.starts_with("ey") && !revoked.lock().expect("lock").contains(t));
+    let valid = if sh.basic {
+        basic_user(req.headers()).is_some_and(|u| u == "cr_temp_user")
+    } else {
+        let token = bearer(req.headers());
+        token.as_ref().is_some_and(|t| t.starts_with("ey") && !sh.revoked.lock().expect("lock").contains(t))
+    };
     let reply = |status: u16, body: Bytes| {
-        let mut r = http::Response::new(Full::new(body));
+        let mut r = http::Response::new(Full::new(body).boxed());
         *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
         r
     };
     if !valid {
         let mut r = reply(401, Bytes::from_static(br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#));
-        let challenge = format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"{scope}");
+        let realm = sh.realm.lock().expect("lock").clone();
+        let challenge = if sh.basic {
+            String::from("Basic realm=\"fake-registry\"")
+        } else {
+            format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"{scope}")
+        };
         r.headers_mut().insert("www-authenticate", challenge.parse().expect("header"));
         return r;
     }
-    let blob_path = format!("/v2/{REPO}/blobs/{}", digest(blob));
+    let blob_path = format!("/v2/{REPO}/blobs/{}", digest(&sh.blob));
     let redirected = format!("/v2/{REPO}/blobs/sha256:{}", "ab".repeat(32));
+    let endless = format!("/v2/{REPO}/blobs/{}", endless_digest());
     let mut r = match path {
         "/v2/" => reply(200, Bytes::from_static(b"{}")),
         p if p == format!("/v2/{REPO}/manifests/1.0") => {
@@ -132,10 +184,25 @@ fn answer(
             r.headers_mut().insert("docker-content-digest", digest(MANIFEST).parse().expect("digest"));
             r
         }
-        p if p == blob_path => reply(200, blob.clone()),
+        p if p == blob_path => reply(200, sh.blob.clone()),
+        p if p == endless => {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let chunk = Bytes::from(vec![7u8; 64 << 10]);
+            let sh = Arc::clone(sh);
+            tokio::spawn(async move {
+                // Sends until the response body is dropped (the mirror closed the connection).
+                while tx.send(chunk.clone()).await.is_ok() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                sh.endless_closed.store(true, Ordering::SeqCst);
+            });
+            let mut r = http::Response::new(ChannelBody(rx).boxed());
+            *r.status_mut() = http::StatusCode::OK;
+            r
+        }
         p if p == redirected => {
             let mut r = reply(307, Bytes::new());
-            let to = format!("http://{oss}/bucket/blob?Signature=abc");
+            let to = format!("http://{}/bucket/blob?Signature=abc", sh.oss);
             r.headers_mut().insert("location", to.parse().expect("location"));
             r
         }
@@ -163,10 +230,14 @@ struct Fixture {
 /// The fake registry as DEMO's custom domain, the emulator (its realm trusted) and a daemon with
 /// the mirror on, all on one manual clock.
 async fn start() -> Fixture {
+    start_with(false).await
+}
+
+/// [`start`] with a registry that asks for Basic (`basic`) instead of a realm token.
+async fn start_with(basic: bool) -> Fixture {
     let oss = e2e_http::RecordingServer::start().await;
     let clock = ManualClock::new(acr_broker::clock::system().now());
-    let realm = Arc::new(Mutex::new(String::new()));
-    let registry = FakeRegistry::start(Arc::clone(&realm), oss.addr).await;
+    let registry = FakeRegistry::start(basic, oss.addr).await;
     let world_text = include_str!("e2e/world.toml")
         .replace("\"@DEMO_REGISTRY@\"", &format!("\"{}\"", registry.addr))
         .replace("\"@PARTNER_REGISTRY@\"", "\"127.0.0.1:1\"");
@@ -175,7 +246,7 @@ async fn start() -> Fixture {
     let emulator = Emulator::start_with_clock(world, "127.0.0.1:0".parse().expect("addr"), Arc::new(move || c2.now()))
         .await
         .expect("emulator");
-    *realm.lock().expect("lock") = format!("{}/auth", emulator.base_url());
+    *registry.shared.realm.lock().expect("lock") = format!("{}/auth", emulator.base_url());
     let extra = format!(
         "[defaults]\nacr_instance_ids = [\"{DEMO}\"]\n[registry_token]\nallowed_realm_hosts = [\"{}\"]\n\
          [mirror]\nlisten = \"127.0.0.1:0\"\nregistries = [\"{}\"]\n",
@@ -368,5 +439,53 @@ async fn a_token_that_stops_working_mid_pull_is_renewed_and_the_pull_completes()
     assert_eq!(after, vec![200], "renewed before use, no 401: {after:?}");
     let fetched = f.metric("acr_broker_mirror_token_fetches_total{outcome=\"ok\",scheme=\"bearer\"}").await;
     assert_eq!(fetched, 3.0);
+    f.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_asking_for_basic_gets_the_acr_credential_and_no_realm_call() {
+    let f = start_with(true).await;
+    let ns = f.ns();
+    for _ in 0..3 {
+        let (status, _, body) = f.call("GET", &format!("/v2/{REPO}/manifests/1.0?{ns}"), &[]).await;
+        assert_eq!((status, &body[..]), (200, MANIFEST));
+    }
+    let statuses: Vec<u16> = f.registry.seen().iter().map(|s| s.status).collect();
+    assert_eq!(statuses, vec![401, 200, 200, 200], "one challenge, then Basic at once");
+    assert_eq!(f.h.emulator.count("RegistryToken"), 0, "Basic needs no realm");
+    let fetched = f.metric("acr_broker_mirror_token_fetches_total{outcome=\"ok\",scheme=\"basic\"}").await;
+    assert_eq!(fetched, 1.0);
+    f.h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_the_upstream_stream() {
+    let f = start().await;
+    let target = format!("/v2/{REPO}/blobs/{}?{}", endless_digest(), f.ns());
+    let stream = tokio::net::TcpStream::connect(f.mirror).await.expect("connect mirror");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(target.as_str())
+        .header("host", f.mirror.to_string())
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = send.send_request(req).await.expect("send");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while got < (1 << 20) {
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        got += frame.data_ref().map_or(0, |d| d.len());
+    }
+    assert!(!f.registry.shared.endless_closed.load(Ordering::SeqCst), "the registry is still streaming");
+    // The client goes away mid-blob.
+    drop(body);
+    drop(send);
+    conn.abort();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !f.registry.shared.endless_closed.load(Ordering::SeqCst) {
+        assert!(tokio::time::Instant::now() < deadline, "the upstream stream was not cancelled within 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     f.h.stop().await;
 }

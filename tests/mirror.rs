@@ -489,3 +489,59 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
     }
     f.h.stop().await;
 }
+
+/// `acr-broker containerd-hosts` with the given arguments: (success, stdout + stderr).
+fn containerd_hosts(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_acr-broker"))
+        .arg("containerd-hosts")
+        .args(args)
+        .output()
+        .expect("run acr-broker containerd-hosts");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn containerd_hosts_takes_the_mirror_and_registries_from_the_config_and_keeps_foreign_files() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        "[aliyun]\nregion = \"cn-hangzhou\"\n[mirror]\nlisten = \"127.0.0.1:5005\"\n\
+         registries = [\"demo-registry.cn-hangzhou.cr.aliyuncs.com\", \"registry.demo.example.com\"]\n",
+    )
+    .expect("write config");
+    let hosts = dir.path().join("certs.d");
+    let (d, c) = (hosts.to_str().expect("utf8"), config.to_str().expect("utf8"));
+    let (ok, out) = containerd_hosts(&["--dir", d, "--config", c]);
+    assert!(ok, "{out}");
+    for reg in ["demo-registry.cn-hangzhou.cr.aliyuncs.com", "registry.demo.example.com"] {
+        let text = std::fs::read_to_string(hosts.join(reg).join("hosts.toml")).expect("written");
+        assert!(text.contains(&format!("server = \"https://{reg}\"")), "{text}");
+        assert!(text.contains("[host.\"http://127.0.0.1:5005\"]"), "{text}");
+    }
+    let (ok, out) = containerd_hosts(&["--dir", d, "--config", c]);
+    assert!(ok && out.matches("unchanged").count() == 2, "idempotent: {out}");
+
+    // A file someone else wrote is kept unless --force.
+    let foreign = hosts.join("registry.demo.example.com/hosts.toml");
+    std::fs::write(&foreign, "server = \"https://registry.demo.example.com\"\n").expect("foreign");
+    let (ok, out) = containerd_hosts(&["--dir", d, "--config", c]);
+    assert!(!ok && out.contains("--force"), "{out}");
+    let (ok, out) = containerd_hosts(&["--dir", d, "--config", c, "--force"]);
+    assert!(ok, "{out}");
+
+    // Without a config, the mirror and the registries must be named.
+    let missing = dir.path().join("none.toml");
+    let (ok, out) = containerd_hosts(&["--dir", d, "--config", missing.to_str().expect("utf8")]);
+    assert!(!ok && out.contains("--mirror"), "{out}");
+    let (ok, out) = containerd_hosts(&[
+        "--dir",
+        d,
+        "--config",
+        "/nonexistent",
+        "--mirror",
+        "http://10.0.0.1:5005",
+        "x.example.com",
+    ]);
+    assert!(!ok && out.contains("loopback"), "a non-loopback mirror is refused: {out}");
+}

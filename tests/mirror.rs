@@ -292,6 +292,7 @@ impl Fixture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirror_pulls_with_node_credentials_and_forwards_nothing_of_the_client() {
+    let logs = support::captured_logs();
     let f = start().await;
     let ns = f.ns();
     let manifest = format!("/v2/{REPO}/manifests/1.0?{ns}");
@@ -354,6 +355,25 @@ async fn mirror_pulls_with_node_credentials_and_forwards_nothing_of_the_client()
     let location = headers.get("location").and_then(|v| v.to_str().ok()).unwrap_or("");
     assert!(location.starts_with(&format!("http://{}/bucket/blob", f.oss.addr)), "{location}");
     assert_eq!(f.oss.seen().0, 0, "the mirror must not follow a redirect");
+
+    // One audit line per manifest resolution (the GET and the HEAD), none per blob; no secret
+    // (the realm tokens the registry saw, the client's own) in any log line, even at TRACE.
+    let text = support::logs_text(&logs);
+    let registry = f.registry.addr.to_string();
+    let audit: Vec<&str> =
+        text.lines().filter(|l| l.contains("mirror manifest resolution") && l.contains(&registry)).collect();
+    assert_eq!(audit.len(), 2, "{audit:#?}");
+    assert!(
+        audit.iter().all(|l| l.contains("repository=\"eci_test/nginx\"")
+            && l.contains("reference=\"1.0\"")
+            && l.contains("peer=127.0.0.1:")),
+        "{audit:#?}"
+    );
+    assert!(!text.lines().any(|l| l.contains("audit") && l.contains("blobs/")), "no audit line per blob");
+    for token in f.registry.seen().iter().filter_map(|s| bearer(&s.headers)) {
+        assert!(!text.contains(&token), "a realm token reached the log");
+    }
+    assert!(!text.contains(CLIENT_SECRET), "the client's Authorization reached the log");
     f.h.stop().await;
 }
 

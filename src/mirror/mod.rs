@@ -240,9 +240,10 @@ impl Mirror {
         }
         let status = resp.status();
         if v2.kind == Kind::Manifest {
+            let caller = peer.addr.map_or_else(|| String::from("-"), |a| a.to_string());
             tracing::info!(target: "audit", surface = "mirror", registry = %v2.ns, repository = v2.name.as_deref().unwrap_or("-"),
                 reference = v2.reference.as_deref().unwrap_or("-"), method = %method, status = status.as_u16(),
-                peer = ?peer.addr, uid = peer.uid, "mirror manifest resolution");
+                peer = %caller, uid = peer.uid, "mirror manifest resolution");
         }
         let outcome = match status.as_u16() {
             200..=299 => "ok",

@@ -292,3 +292,37 @@ pub async fn tcp_request(
     let body = resp.into_body().collect().await.expect("body").to_bytes();
     (status, headers, body)
 }
+
+/// Logs of this process (the in-process daemons), captured at TRACE level.
+pub fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static BUF: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// Where [`captured_logs`] writes.
+pub struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured logs as text.
+pub fn logs_text(buf: &Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().expect("log buffer")).into_owned()
+}

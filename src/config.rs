@@ -457,6 +457,16 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
         }
     }
     let mirror = raw.mirror.and_then(|m| validate_mirror(m, issues));
+    if let (Some(m), Some(d), Some(a)) = (&mirror, &defaults, &aliyun) {
+        // The mirror serves node defaults only: a listed registry they cannot serve is a mistake.
+        for r in &m.registries {
+            if let Ok(host) = crate::registry::RegistryHost::parse(r) {
+                if let Err(e) = crate::policy::plan(&host, None, d, &a.region) {
+                    issues.push("mirror", "registries", format!("{r:?} is not served with [defaults]: {e}"));
+                }
+            }
+        }
+    }
     Some(Config {
         mirror,
         server,

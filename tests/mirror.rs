@@ -526,7 +526,8 @@ fn containerd_hosts_takes_the_mirror_and_registries_from_the_config_and_keeps_fo
     let config = dir.path().join("config.toml");
     std::fs::write(
         &config,
-        "[aliyun]\nregion = \"cn-hangzhou\"\n[mirror]\nlisten = \"127.0.0.1:5005\"\n\
+        "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_instance_ids = [\"cri-devaaaaaaaaaaaa01\"]\n\
+         [mirror]\nlisten = \"127.0.0.1:5005\"\n\
          registries = [\"demo-registry.cn-hangzhou.cr.aliyuncs.com\", \"registry.demo.example.com\"]\n",
     )
     .expect("write config");

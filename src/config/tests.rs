@@ -154,6 +154,8 @@ fn mirror_is_off_by_default_and_loopback_only() {
         ("registries = []", "mirror.listen"),
         ("listen = \"127.0.0.1:5005\"\nregistries = [\"a b\"]", "mirror.registries"),
         ("listen = \"127.0.0.1:5005\"\nupstream_timeout_seconds = 0", "mirror.upstream_timeout_seconds"),
+        // A custom domain is served only with [defaults] acr_instance_ids.
+        ("listen = \"127.0.0.1:5005\"\nregistries = [\"registry.example.com\"]", "mirror.registries"),
     ] {
         let e = Config::from_toml(&format!("{MINIMAL}[mirror]\n{body}\n"), "t").expect_err(body);
         assert!(e.issues.iter().any(|i| i.key == key), "{body}: {e}");

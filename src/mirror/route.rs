@@ -267,4 +267,21 @@ mod tests {
         assert!(is_tag("1.0") && is_tag("_x") && !is_tag(".x") && !is_tag(&"a".repeat(129)));
         assert!(is_digest(D) && !is_digest("sha256:D5D66199BF0E1125A681BD13CF58A2769A8801D0F32420B4E068E6D2DF5E8F88"));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+
+        /// Any target parses without a panic, and what is accepted is a clean v2 read path.
+        #[test]
+        fn any_target_is_refused_or_clean(path in "/v2/([a-z0-9._%-]{1,6}/){1,3}(manifests/[a-zA-Z0-9._:%-]{1,12}|tags/list|blobs/sha256:[a-f0-9]{64})|/v2/[a-z0-9._/%:-]{0,60}|\\PC{0,80}", query in "(ns=[a-z0-9.:/@%-]{0,30})?(&(n|last|ns|x)=[^&]{0,8}){0,3}") {
+            if let Ok(r) = parse(&path, Some(&query)) {
+                let (p, q) = r.upstream_target.split_once('?').unwrap_or((&r.upstream_target, ""));
+                proptest::prop_assert!(p.starts_with("/v2/"));
+                proptest::prop_assert!(!p.contains("..") && !p.contains('%') && !p.contains("//"));
+                proptest::prop_assert!(q.is_empty() || r.kind == Kind::Tags);
+                proptest::prop_assert!(!r.ns.is_empty() && !r.ns.contains('/') && !r.ns.contains('@'));
+                proptest::prop_assert!(!r.upstream_target.contains("ns="));
+            }
+        }
+    }
 }

@@ -566,3 +566,25 @@ fn containerd_hosts_takes_the_mirror_and_registries_from_the_config_and_keeps_fo
     ]);
     assert!(!ok && out.contains("loopback"), "a non-loopback mirror is refused: {out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_cold_requests_share_one_token_fetch() {
+    let f = start().await;
+    // A slow realm (and ACR), so the eight requests surely overlap while the token is fetched.
+    f.h.emulator.set_knobs(acr_emulator::Knobs { latency_ms: 300, ..acr_emulator::Knobs::default() });
+    let blob = format!("/v2/{REPO}/blobs/{}?{}", Fixture::blob_digest(), f.ns());
+    let host = f.mirror.to_string();
+    let mirror = f.mirror;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (blob, host) = (blob.clone(), host.clone());
+            tokio::spawn(async move { tcp_request(mirror, "GET", &blob, &[("host", host.as_str())]).await })
+        })
+        .collect();
+    for t in tasks {
+        let (status, _, body) = t.await.expect("task");
+        assert_eq!((status, body.len()), (200, BLOB_LEN));
+    }
+    assert_eq!(f.h.emulator.count("RegistryToken"), 1, "eight cold requests, one realm call");
+    f.h.stop().await;
+}

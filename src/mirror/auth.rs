@@ -44,9 +44,15 @@ struct Cached {
 /// The per-registry schemes and per-(registry, scope) authorizations.
 pub struct AuthCache {
     schemes: moka::sync::Cache<String, Scheme>,
-    values: moka::sync::Cache<(String, Option<String>), Cached>,
+    values: moka::sync::Cache<Key, Cached>,
+    /// One fetch at a time per key: concurrent cold requests (containerd fetches layers in
+    /// parallel) wait for the first fetch instead of each asking the realm.
+    in_flight: moka::sync::Cache<Key, Arc<tokio::sync::Mutex<()>>>,
     clock: SharedClock,
 }
+
+/// Registry and scope.
+type Key = (String, Option<String>);
 
 impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,6 +69,10 @@ impl AuthCache {
                 .time_to_idle(Duration::from_secs(3600))
                 .build(),
             values: moka::sync::Cache::builder().max_capacity(CAPACITY).build(),
+            in_flight: moka::sync::Cache::builder()
+                .max_capacity(CAPACITY)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             clock,
         }
     }
@@ -79,9 +89,28 @@ impl AuthCache {
         }
     }
 
-    /// Forgets the value for `registry` and `scope` (the registry refused it).
-    pub fn forget(&self, registry: &str, scope: Option<&str>) {
-        self.values.invalidate(&(registry.to_owned(), scope.map(str::to_owned)));
+    /// A usable authorization for `registry` and `scope` that is not `refused` (the value the
+    /// registry just turned down): the cached one when another request already renewed it,
+    /// else a fetch, one at a time per key. The flag says whether this call fetched.
+    pub async fn get_or_fetch(
+        &self,
+        broker: &Arc<Broker>,
+        registry: &str,
+        scope: Option<&str>,
+        scheme: &Scheme,
+        answer: &Answer,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool), Arc<BrokerError>> {
+        let key: Key = (registry.to_owned(), scope.map(str::to_owned));
+        let gate = self.in_flight.get_with(key.clone(), || Arc::new(tokio::sync::Mutex::new(())));
+        let _turn = gate.lock().await;
+        if let Some(v) = self.cached(registry, scope).filter(|v| Some(v) != refused) {
+            return Ok((v, false));
+        }
+        if refused.is_some() {
+            self.values.invalidate(&key);
+        }
+        self.fetch(broker, registry, scope, scheme, answer).await.map(|v| (v, true))
     }
 
     /// The scheme `registry` asked for last, if it ever challenged us.
@@ -101,7 +130,7 @@ impl AuthCache {
 
     /// Obtains (and caches) the `Authorization` value answering `scheme` for `scope`, with the
     /// credential `answer` the broker served for `registry`.
-    pub async fn fetch(
+    async fn fetch(
         &self,
         broker: &Arc<Broker>,
         registry: &str,

@@ -225,16 +225,15 @@ impl Mirror {
         let mut authorization = self.auth.cached(&v2.ns, scope.as_deref());
         if authorization.is_none() {
             if let Some(scheme) = self.auth.scheme(&v2.ns) {
-                authorization = Some(self.authorize(&v2, &scheme, &answer).await?);
+                authorization = Some(self.authorize(&v2, &scheme, &answer, None).await?);
             }
         }
         let mut resp = self.send(&method, &uri, req.headers(), authorization.as_ref()).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             // Challenged (first contact, or the token expired or was revoked): answer once, retry once.
             let www = resp.headers().get(header::WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            self.auth.forget(&v2.ns, scope.as_deref());
             if let Some(scheme) = www.and_then(|w| self.auth.learn(&v2.ns, &w)) {
-                let fresh = self.authorize(&v2, &scheme, &answer).await?;
+                let fresh = self.authorize(&v2, &scheme, &answer, authorization.as_ref()).await?;
                 resp = self.send(&method, &uri, req.headers(), Some(&fresh)).await?;
             }
         }
@@ -255,15 +254,26 @@ impl Mirror {
         Ok((outcome, self.relay(resp, &method, v2.kind)))
     }
 
-    /// Fetches the authorization `scheme` asks for; counts it.
-    async fn authorize(&self, v2: &V2Request, scheme: &Scheme, answer: &Answer) -> Result<HeaderValue, Refusal> {
+    /// The authorization `scheme` asks for, other than `refused` (the value the registry just
+    /// turned down); concurrent callers share one fetch. Counts real fetches.
+    async fn authorize(
+        &self,
+        v2: &V2Request,
+        scheme: &Scheme,
+        answer: &Answer,
+        refused: Option<&HeaderValue>,
+    ) -> Result<HeaderValue, Refusal> {
         let label = match scheme {
             Scheme::Bearer { .. } => "bearer",
             Scheme::Basic => "basic",
         };
-        let result = self.auth.fetch(&self.broker, &v2.ns, v2.scope().as_deref(), scheme, answer).await;
-        self.metrics.token_fetch(label, if result.is_ok() { "ok" } else { "error" });
-        result.map_err(|e| {
+        let result = self.auth.get_or_fetch(&self.broker, &v2.ns, v2.scope().as_deref(), scheme, answer, refused).await;
+        match &result {
+            Ok((_, true)) => self.metrics.token_fetch(label, "ok"),
+            Ok((_, false)) => {}
+            Err(_) => self.metrics.token_fetch(label, "error"),
+        }
+        result.map(|(value, _)| value).map_err(|e| {
             let mut r = Refusal::from_broker(&e);
             // The registry is ours but its token could not be had: not a "try the next host" 404.
             if r.status == StatusCode::NOT_FOUND {

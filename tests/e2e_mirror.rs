@@ -169,3 +169,59 @@ async fn containerd_pulls_through_the_mirror_with_no_credentials_of_its_own() {
     s.stop(h).await;
     phase(T, "total", t0);
 }
+
+/// The registry itself rejects the mirror's cached token because it expired (not our clock):
+/// realm tokens live 1 s, docker-registry accepts them 60 s past `exp`, and the daemon's clock
+/// is held still, so the mirror still believes its token good. After the registry's leeway has
+/// run out, the next pull meets a 401 `invalid_token` on its first request, the mirror fetches a
+/// fresh token once and retries, and containerd's pull completes. Takes about 65 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_registry_finds_expired_is_renewed_and_the_pull_completes() {
+    const T: &str = "e2e-mirror-expiry";
+    if !tools_present(T) || !containerd_present(T) {
+        return;
+    }
+    if my_uid() != 0 {
+        support::skip("e2e_mirror: containerd needs root");
+        return;
+    }
+    let t0 = Instant::now();
+    let mut s = Setup::start_with_realm_ttl(false, 1).await;
+    let multi = e2e::oci::build_layers(&s.scratch("oci-multi"), MULTI_TAG, &[256 << 10, 64 << 10])
+        .expect("build multi-layer layout");
+    let multi_digest = s.push_layout(&s.demo, DEMO_SERVICE, &multi, MULTI_TAG).await;
+    let registry = s.demo.host.clone();
+    let mirror_table = format!("[mirror]\nlisten = \"127.0.0.1:0\"\nregistries = [\"{registry}\"]\n");
+    let frozen = acr_broker::clock::ManualClock::new(acr_broker::clock::system().now());
+    let h = s.daemon_on(&defaults(&[&demo_ref()], &[], &[]), &mirror_table, frozen).await;
+    let mirror = h.daemon().mirror_addr.expect("mirror listening");
+    let hosts = s.scratch("certs.d");
+    containerd_hosts(&hosts, &format!("http://{mirror}"), &registry);
+    let ctrd = bounded("containerd start", Containerd::start(&s.scratch("containerd"), &hosts)).await;
+    let hosts_arg = hosts.to_str().expect("utf8");
+
+    // First pull: one realm token for the repository, cached by the mirror.
+    let image = format!("{registry}/{REPO}:{TAG}");
+    let run = ctrd.ctr(&["images", "pull", "--snapshotter", "native", "--hosts-dir", hosts_arg, &image]).await;
+    assert!(run.ok, "first pull failed:\n{}", run.output);
+    let tokens = h.emulator.count("RegistryToken");
+    assert!(tokens >= 1, "{:?}", h.emulator.counters());
+    phase(T, "first pull", t0);
+
+    // Outlive the token and the registry's 60 s leeway, then pull another tag of the same repository.
+    tokio::time::sleep(std::time::Duration::from_secs(63)).await;
+    let t = Instant::now();
+    // docker-registry logs "token not to be used after <exp + 60 s>" when it refuses an expired token.
+    let expired = |s: &Setup| s.demo.log().matches("token not to be used after").count();
+    let rejected_before = expired(&s);
+    let multi_ref = format!("{registry}/{REPO}:{MULTI_TAG}");
+    let run = ctrd.ctr(&["images", "pull", "--snapshotter", "native", "--hosts-dir", hosts_arg, &multi_ref]).await;
+    assert!(run.ok, "the pull after expiry must complete:\n{}\nregistry log:\n{}", run.output, s.demo.log());
+    let listed = ctrd.ctr(&["images", "ls"]).await;
+    assert!(listed.output.lines().any(|l| l.starts_with(&multi_ref) && l.contains(&multi_digest)), "{}", listed.output);
+    assert_eq!(expired(&s), rejected_before + 1, "the registry refuses the expired token once:\n{}", s.demo.log());
+    assert_eq!(h.emulator.count("RegistryToken"), tokens + 1, "exactly one renewal: {:?}", h.emulator.counters());
+    phase(T, "pull after the registry expired the token", t);
+    drop(ctrd);
+    s.stop(h).await;
+}

@@ -89,20 +89,27 @@ impl Setup {
     /// The registries' ports are written into the world before anything starts; when one was
     /// taken meanwhile (another test, another process), everything starts again on new ports.
     pub async fn start(with_partner: bool) -> Setup {
+        Setup::start_with_realm_ttl(with_partner, 300).await
+    }
+
+    /// Like [`Setup::start`], with the realm's tokens living `ttl_seconds` (the registry still
+    /// accepts a token up to 60 s past its `exp`).
+    pub async fn start_with_realm_ttl(with_partner: bool, ttl_seconds: u64) -> Setup {
         for _attempt in 0..5 {
-            if let Some(setup) = Setup::try_start(with_partner).await {
+            if let Some(setup) = Setup::try_start(with_partner, ttl_seconds).await {
                 return setup;
             }
         }
         panic!("could not start the registries: their ports kept being taken (5 attempts)");
     }
 
-    async fn try_start(with_partner: bool) -> Option<Setup> {
+    async fn try_start(with_partner: bool, ttl_seconds: u64) -> Option<Setup> {
         let dir = tempfile::tempdir().expect("setup tempdir");
         let (demo_port, partner_port) = (free_port(), free_port());
         let world = include_str!("world.toml")
             .replace("\"@DEMO_REGISTRY@\"", &format!("\"127.0.0.1:{demo_port}\""))
-            .replace("\"@PARTNER_REGISTRY@\"", &format!("\"127.0.0.1:{partner_port}\""));
+            .replace("\"@PARTNER_REGISTRY@\"", &format!("\"127.0.0.1:{partner_port}\""))
+            .replace("token_ttl_seconds = 300", &format!("token_ttl_seconds = {ttl_seconds}"));
         let world = World::from_toml(&world).expect("e2e world parses");
         let emulator = bounded("emulator start", Emulator::start(world, "127.0.0.1:0".parse().expect("addr")))
             .await
@@ -178,12 +185,17 @@ impl Setup {
 
     /// Like [`Setup::daemon`], with whole extra tables (e.g. `[mirror]`) appended to the config.
     pub async fn daemon_with(&mut self, defaults: &str, tables: &str) -> Harness {
+        self.daemon_on(defaults, tables, acr_broker::clock::system()).await
+    }
+
+    /// Like [`Setup::daemon_with`], with the daemon reading time from `clock`.
+    pub async fn daemon_on(&mut self, defaults: &str, tables: &str, clock: acr_broker::clock::SharedClock) -> Harness {
         let emulator = self.emulator.take().expect("emulator not held by another daemon");
         let extra = format!(
             "[defaults]\n{defaults}\n[registry_token]\nallowed_realm_hosts = [\"{}\"]\n{tables}",
             self.realm_host
         );
-        let h = bounded("daemon start", Harness::with_emulator(emulator, &extra, acr_broker::clock::system())).await;
+        let h = bounded("daemon start", Harness::with_emulator(emulator, &extra, clock)).await;
         bounded("daemon readiness", support::wait_ready(&h, Duration::from_secs(10))).await;
         h
     }

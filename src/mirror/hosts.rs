@@ -53,6 +53,9 @@ pub fn check_mirror_url(url: &str) -> Result<String, HostsError> {
     if !addr.ip().is_loopback() {
         return Err(bad("the mirror listens on loopback only"));
     }
+    if addr.port() == 0 {
+        return Err(bad("port 0 is not an address containerd can reach: give [mirror] listen a fixed port"));
+    }
     Ok(format!("http://{addr}"))
 }
 
@@ -191,7 +194,13 @@ mod tests {
     fn mirror_urls_must_be_plain_http_on_loopback() {
         assert_eq!(check_mirror_url("http://127.0.0.1:5005/").expect("ok"), "http://127.0.0.1:5005");
         assert_eq!(check_mirror_url("http://[::1]:5005").expect("ok"), "http://[::1]:5005");
-        for bad in ["https://127.0.0.1:5005", "http://10.0.0.1:5005", "http://127.0.0.1", "http://localhost:5005/x"] {
+        for bad in [
+            "https://127.0.0.1:5005",
+            "http://10.0.0.1:5005",
+            "http://127.0.0.1",
+            "http://127.0.0.1:0",
+            "http://localhost:5005/x",
+        ] {
             assert!(check_mirror_url(bad).is_err(), "{bad}");
         }
         assert!(write_all(Path::new("/nonexistent"), "http://127.0.0.1:1", &[String::from("a b")], false).is_err());

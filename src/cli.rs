@@ -1,4 +1,5 @@
-//! Command line: `serve`, `get`, `explain`, `kubelet-plugin`, `check-config`, `doctor`, `install`, `version`.
+//! Command line: `serve`, `get`, `explain`, `kubelet-plugin`, `check-config`, `doctor`,
+//! `containerd-hosts`, `install`, `version`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -113,6 +114,23 @@ pub enum Command {
     /// docker and containerd files. One finding per line; exit 1 on any error.
     #[command(after_help = SOCKET_HELP)]
     Doctor(crate::doctor::DoctorArgs),
+    /// Write containerd `hosts.toml` files that send pulls of ACR registries to the mirror.
+    ContainerdHosts {
+        /// containerd's hosts directory (`config_path`, e.g. /etc/containerd/certs.d).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Mirror URL (default: `http://` + `[mirror] listen` from the config file).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Configuration file (for the mirror address and `[mirror] registries`).
+        #[arg(long, short, default_value = "/etc/acr-broker/config.toml")]
+        config: PathBuf,
+        /// Replace hosts.toml files that acr-broker did not write.
+        #[arg(long)]
+        force: bool,
+        /// Registries (`host[:port]`); default: `[mirror] registries` from the config file.
+        registries: Vec<String>,
+    },
     /// Print the version.
     Version,
     /// Copy both binaries from this executable's directory into DIR (the node's credential-provider
@@ -157,6 +175,9 @@ pub fn main() -> ExitCode {
         Command::Doctor(args) => crate::doctor::main(&args),
         Command::CheckConfig { file, config } => {
             check_config(&file.or(config).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
+        }
+        Command::ContainerdHosts { dir, mirror, config, force, registries } => {
+            crate::mirror::hosts::command(&dir, mirror, &config, registries, force)
         }
         Command::Version => {
             println!("{}", crate::install::version_line());

@@ -246,7 +246,26 @@ pub struct Config {
     pub allowed_realm_hosts: Vec<String>,
     /// Images warmed at boot.
     pub prefetch: Vec<String>,
+    /// The loopback registry mirror for containerd (`[mirror]`); off when absent.
+    pub mirror: Option<MirrorConfig>,
 }
+
+/// `[mirror]`: the loopback registry mirror that containerd's `hosts.toml` points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// Loopback address to listen on (`listen = "127.0.0.1:PORT"`; required, loopback only).
+    pub listen: std::net::SocketAddr,
+    /// Registries the mirror serves (any other `ns` is a 404 before the broker is asked) and
+    /// that `acr-broker containerd-hosts` writes a `hosts.toml` for when none are named. Empty:
+    /// whatever the node defaults serve.
+    pub registries: Vec<String>,
+    /// Time allowed for the registry to answer with headers (the body then streams without a
+    /// limit). Default [`DEFAULT_MIRROR_UPSTREAM_TIMEOUT`].
+    pub upstream_timeout: Duration,
+}
+
+/// Default `[mirror] upstream_timeout_seconds`: 30 s.
+pub const DEFAULT_MIRROR_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -268,6 +287,16 @@ struct RawConfig {
     registry_token: RawRegistryToken,
     #[serde(default)]
     prefetch: Vec<String>,
+    mirror: Option<RawMirror>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    listen: Option<String>,
+    #[serde(default)]
+    registries: Vec<String>,
+    upstream_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -462,7 +491,19 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
             issues.push("", "prefetch", format!("{image:?}: {e}"));
         }
     }
+    let mirror = raw.mirror.and_then(|m| validate_mirror(m, issues));
+    if let (Some(m), Some(d), Some(a)) = (&mirror, &defaults, &aliyun) {
+        // The mirror serves node defaults only: a listed registry they cannot serve is a mistake.
+        for r in &m.registries {
+            if let Ok(host) = crate::registry::RegistryHost::parse(r) {
+                if let Err(e) = crate::policy::plan(&host, None, d, &a.region) {
+                    issues.push("mirror", "registries", format!("{r:?} is not served with [defaults]: {e}"));
+                }
+            }
+        }
+    }
     Some(Config {
+        mirror,
         server,
         identity: identity?,
         identity_reread,
@@ -474,6 +515,49 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
         allowed_realm_hosts,
         prefetch: raw.prefetch,
     })
+}
+
+fn validate_mirror(raw: RawMirror, issues: &mut Issues<'_>) -> Option<MirrorConfig> {
+    let listen = match raw.listen.as_deref().map(str::parse::<std::net::SocketAddr>) {
+        Some(Ok(a)) if a.ip().is_loopback() => Some(a),
+        Some(Ok(a)) => {
+            issues.push(
+                "mirror",
+                "listen",
+                format!("{a}: only loopback addresses are allowed (e.g. \"127.0.0.1:5005\")"),
+            );
+            None
+        }
+        Some(Err(e)) => {
+            let v = raw.listen.unwrap_or_default();
+            issues.push("mirror", "listen", format!("{v:?}: {e} (expected host:port, e.g. \"127.0.0.1:5005\")"));
+            None
+        }
+        None => {
+            issues.push(
+                "mirror",
+                "listen",
+                "missing: [mirror] needs listen = \"127.0.0.1:PORT\" (remove [mirror] to turn it off)",
+            );
+            None
+        }
+    };
+    let mut registries = Vec::new();
+    for r in raw.registries {
+        match crate::registry::RegistryHost::parse(&r) {
+            Ok(h) => registries.push(h.as_str().to_owned()),
+            Err(e) => issues.push("mirror", "registries", format!("{r:?}: {e}")),
+        }
+    }
+    let upstream_timeout = match raw.upstream_timeout_seconds {
+        None => DEFAULT_MIRROR_UPSTREAM_TIMEOUT,
+        Some(t @ 1..=600) => Duration::from_secs(t),
+        Some(t) => {
+            issues.push("mirror", "upstream_timeout_seconds", format!("{t}: must be 1..=600"));
+            DEFAULT_MIRROR_UPSTREAM_TIMEOUT
+        }
+    };
+    Some(MirrorConfig { listen: listen?, registries, upstream_timeout })
 }
 
 fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {

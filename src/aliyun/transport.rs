@@ -223,14 +223,17 @@ impl Transport {
     }
 }
 
-fn plain_connector() -> HttpConnector {
+pub(crate) fn plain_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http
 }
 
-fn https_connector<C>(inner: C, extra_roots: &[CertificateDer<'static>]) -> Result<HttpsConnector<C>, Error> {
+pub(crate) fn https_connector<C>(
+    inner: C,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<HttpsConnector<C>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     for cert in extra_roots {
@@ -360,7 +363,7 @@ pub(crate) fn to_header_list(headers: &[(&str, String)]) -> Result<Vec<(HeaderNa
 }
 
 /// Display of an error and its sources, joined by `: ` (transport errors hide the cause otherwise).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

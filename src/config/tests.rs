@@ -219,3 +219,25 @@ fn a_bad_default_annotation_points_at_its_line() {
     assert_eq!(e.issues[0].key, "defaults.acr_service_arns");
     assert_eq!(e.issues[0].line, Some(4));
 }
+
+#[test]
+fn mirror_is_off_by_default_and_loopback_only() {
+    assert!(Config::from_toml(MINIMAL, "t").expect("valid").mirror.is_none());
+    let ok = format!("{MINIMAL}[mirror]\nlisten = \"127.0.0.1:5005\"\nregistries = [\"Demo-Registry.cn-hangzhou.cr.aliyuncs.com\"]\n");
+    let m = Config::from_toml(&ok, "t").expect("valid").mirror.expect("mirror on");
+    assert_eq!(m.listen, "127.0.0.1:5005".parse().expect("addr"));
+    assert_eq!(m.registries, vec![String::from("demo-registry.cn-hangzhou.cr.aliyuncs.com")]);
+    assert_eq!(m.upstream_timeout, DEFAULT_MIRROR_UPSTREAM_TIMEOUT);
+    for (body, key) in [
+        ("listen = \"0.0.0.0:5005\"", "mirror.listen"),
+        ("listen = \"localhost\"", "mirror.listen"),
+        ("registries = []", "mirror.listen"),
+        ("listen = \"127.0.0.1:5005\"\nregistries = [\"a b\"]", "mirror.registries"),
+        ("listen = \"127.0.0.1:5005\"\nupstream_timeout_seconds = 0", "mirror.upstream_timeout_seconds"),
+        // A custom domain is served only with [defaults] acr_instance_ids.
+        ("listen = \"127.0.0.1:5005\"\nregistries = [\"registry.example.com\"]", "mirror.registries"),
+    ] {
+        let e = Config::from_toml(&format!("{MINIMAL}[mirror]\n{body}\n"), "t").expect_err(body);
+        assert!(e.issues.iter().any(|i| i.key == key), "{body}: {e}");
+    }
+}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on Debian 12 (bookworm), and nothing when it is all there:
 #   docker-registry, skopeo  - end-to-end pulls through the credential helper
+#   containerd               - a real containerd 1.6 daemon pulling through the registry mirror
+#                              (tests/e2e_mirror.rs: `ctr images pull --hosts-dir`, CRI PullImage)
 #   systemd                  - systemd-analyze verify/security on the units (tests/packaging.rs)
 #   openssl, ca-certificates - test certificates for the registry's token auth
 #   promtool, prometheus     - `promtool check metrics` on /metrics, and the real server scraping
@@ -18,7 +20,7 @@
 # Idempotent: runs apt-get only when something is missing. Needs root (or sudo) for that.
 set -euo pipefail
 
-packages=(docker-registry skopeo systemd openssl ca-certificates curl util-linux
+packages=(docker-registry skopeo containerd systemd openssl ca-certificates curl util-linux
     podman runc qemu-user-static gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 cargo_deny_version=0.20.2
 cargo_cyclonedx_version=0.5.9
@@ -116,11 +118,11 @@ else
     cargo install --quiet --locked --version "$cargo_cyclonedx_version" cargo-cyclonedx
 fi
 
-for tool in docker-registry skopeo systemd-analyze openssl promtool prometheus podman runc qemu-aarch64-static \
+for tool in docker-registry skopeo containerd ctr systemd-analyze openssl promtool prometheus podman runc qemu-aarch64-static \
     aarch64-linux-gnu-gcc cargo-deny cargo-cyclonedx; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         log "still missing after install: $tool"
         exit 1
     fi
 done
-log "ok: docker-registry skopeo systemd-analyze openssl promtool prometheus podman runc qemu-aarch64-static aarch64-linux-gnu-gcc cargo-deny cargo-cyclonedx"
+log "ok: docker-registry skopeo containerd ctr systemd-analyze openssl promtool prometheus podman runc qemu-aarch64-static aarch64-linux-gnu-gcc cargo-deny cargo-cyclonedx"

@@ -3,7 +3,7 @@
 //!
 //! moka's own clock cannot be injected, so each entry carries its times and freshness is decided
 //! by two pure functions over our [`Clock`](crate::clock::Clock): [`Schedule::is_usable`] and
-//! [`Schedule::should_refresh`]. The three-way rule of STYLE.md §6 lives in
+//! [`Schedule::should_refresh`]. The three-way rule (fresh, stale-but-usable, unusable) lives in
 //! [`ExpiringCache::get_or_load`]: a fresh entry is served; a usable entry past its refresh point
 //! is served while one background refresh runs; an unusable entry is never served.
 
@@ -253,7 +253,7 @@ where
         Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
     {
         let now = self.clock.now();
-        // A usable entry set aside by a young lookup, put back if the reload fails (STYLE §6).
+        // A usable entry set aside by a young lookup, put back if the reload fails.
         let mut set_aside = None;
         match self.inner.get(key).await {
             Some(Slot::Ready(entry)) if young && !entry.is_young(now) => {
@@ -303,7 +303,7 @@ where
             Slot::Ready(e) if e.schedule.is_usable(self.clock.now()) => Ok((Arc::clone(&e.value), outcome)),
             Slot::Ready(_) => Err(Arc::new(BrokerError::expired_upstream(self.name))),
             Slot::Failed { error, .. } => {
-                // A passing failure puts the still-valid entry back (STYLE §6) — but only while
+                // A passing failure puts the still-valid entry back — but only while
                 // the slot holds this very failure: a fresher entry installed meanwhile, or a
                 // terminal denial that must be remembered, is left as it is.
                 if let Some(previous) = set_aside.filter(|e| e.schedule.is_usable(self.clock.now())) {

@@ -1,4 +1,4 @@
-//! `WWW-Authenticate` parsing (RFC 7235 + the docker token spec, protocols.md §3.1) and the
+//! `WWW-Authenticate` parsing (RFC 7235 + the docker registry token authentication spec) and the
 //! realm allow-list: the broker fetches a registry bearer token only from a realm it trusts,
 //! because it sends the registry credential there.
 //!
@@ -345,7 +345,7 @@ pub fn realm_is_allowed(realm: &str, extra_hosts: &[String]) -> Result<RealmUrl,
     Ok(RealmUrl { https, host, path_and_query })
 }
 
-/// `dockerauth[-x].<region>.aliyuncs.com` or `dockerauth-<region>.aliyuncs.com` (aliyun-api.md §5).
+/// `dockerauth[-x].<region>.aliyuncs.com` or `dockerauth-<region>.aliyuncs.com` (the realms ACR's challenges name).
 fn is_aliyun_token_host(host: &str) -> bool {
     let Some(rest) = host.strip_suffix(".aliyuncs.com") else {
         return false;

@@ -1,4 +1,5 @@
-//! Command line: `serve`, `get`, `kubelet-plugin`, `check-config`, `version`, `install`.
+//! Command line: `serve`, `get`, `explain`, `kubelet-plugin`, `check-config`, `doctor`,
+//! `containerd-hosts`, `install`, `version`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,14 +33,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the daemon reads its configuration unless `--config` says otherwise.
+pub const DEFAULT_CONFIG: &str = "/etc/acr-broker/config.toml";
+
+/// The help text shared by the commands that talk to the daemon.
+const SOCKET_HELP: &str = "The daemon's socket is $ACR_BROKER_SOCKET when set, else /run/acr-broker/broker.sock.";
+
+/// `get`'s output formats.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum GetOutput {
+    /// Labelled lines for a person (the password only with --show-password).
+    Text,
+    /// The API's JSON answer, password included.
+    Json,
+    /// Only the password and a newline, for `docker login --password-stdin` and `crane auth`.
+    Password,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
     Serve {
-        /// Configuration file.
-        #[arg(long, short, default_value = "/etc/acr-broker/config.toml")]
-        config: PathBuf,
+        /// Configuration file [default: /etc/acr-broker/config.toml; ignored with --dev].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Run against an in-process cloud emulator with a sample world (no cloud account needed).
         #[arg(long)]
         dev: bool,
@@ -48,15 +66,20 @@ pub enum Command {
         log_format: LogFormat,
     },
     /// Ask the running daemon for credentials for a registry.
+    #[command(after_help = SOCKET_HELP)]
     Get {
         /// Registry host (`host[:port]`).
         registry: String,
         /// Annotation `KEY=VALUE` (repeatable), e.g. `k8s.aliyun.com/acr-instance-ids=cri-…`.
         #[arg(long = "annotation", short = 'a')]
         annotations: Vec<String>,
-        /// Also print the password.
+        /// Also print the password (text output).
         #[arg(long)]
         show_password: bool,
+        /// Output: `text`, `json` (the API's answer) or `password` (only the password, e.g.
+        /// `acr-broker get HOST -o password | docker login -u USER --password-stdin HOST`).
+        #[arg(long, short = 'o', value_enum, default_value = "text")]
+        output: GetOutput,
     },
     /// Explain why an image or registry would (or would not) get a credential: the parsed host,
     /// the policy row, the role chains in order, and what is cached. Asks the daemon
@@ -72,11 +95,41 @@ pub enum Command {
         json: bool,
     },
     /// Kubelet credential provider plugin: CredentialProviderRequest on stdin, response on stdout.
+    #[command(after_help = concat!(
+        "The daemon's socket is $ACR_BROKER_SOCKET when set, else /run/acr-broker/broker.sock.\n\n",
+        "Example:\n  echo '{\"apiVersion\":\"credentialprovider.kubelet.k8s.io/v1\",\"kind\":\"CredentialProviderRequest\",",
+        "\"image\":\"demo-registry.cn-hangzhou.cr.aliyuncs.com/team/app:1.0\"}' | acr-broker kubelet-plugin"
+    ))]
     KubeletPlugin,
     /// Validate a configuration file and print every problem found.
     CheckConfig {
-        /// The file.
-        file: PathBuf,
+        /// The file (or `--config FILE`).
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The file, as `serve` takes it.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check this node's whole setup: config, socket, readiness, identity, clock, kubelet,
+    /// docker and containerd files. One finding per line; exit 1 on any error.
+    #[command(after_help = SOCKET_HELP)]
+    Doctor(crate::doctor::DoctorArgs),
+    /// Write containerd `hosts.toml` files that send pulls of ACR registries to the mirror.
+    ContainerdHosts {
+        /// containerd's hosts directory (`config_path`, e.g. /etc/containerd/certs.d).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Mirror URL (default: `http://` + `[mirror] listen` from the config file).
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Configuration file (for the mirror address and `[mirror] registries`).
+        #[arg(long, short, default_value = "/etc/acr-broker/config.toml")]
+        config: PathBuf,
+        /// Replace hosts.toml files that acr-broker did not write.
+        #[arg(long)]
+        force: bool,
+        /// Registries (`host[:port]`); default: `[mirror] registries` from the config file.
+        registries: Vec<String>,
     },
     /// Print the version.
     Version,
@@ -109,26 +162,46 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, dev, log_format } => {
             init_tracing(log_format);
-            serve(config, dev)
+            if dev {
+                if let Some(c) = &config {
+                    eprintln!(
+                        "acr-broker: --config {} is ignored in dev mode (--dev uses a built-in config)",
+                        c.display()
+                    );
+                }
+            }
+            serve(config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)), dev)
         }
-        Command::Get { registry, annotations, show_password } => get(&registry, &annotations, show_password),
+        Command::Get { registry, annotations, show_password, output } => {
+            get(&registry, &annotations, show_password, output)
+        }
         Command::Explain { target, annotations, json } => explain(&target, &annotations, json),
         Command::KubeletPlugin => kubelet_plugin(),
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                println!("{}: OK", file.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EX_CONFIG)
-            }
-        },
+        Command::Doctor(args) => crate::doctor::main(&args),
+        Command::CheckConfig { file, config } => {
+            check_config(&file.or(config).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
+        }
+        Command::ContainerdHosts { dir, mirror, config, force, registries } => {
+            crate::mirror::hosts::command(&dir, mirror, &config, registries, force)
+        }
         Command::Version => {
             println!("{}", crate::install::version_line());
             ExitCode::SUCCESS
         }
         Command::Install { to, chown_socket_dir, uid } => install(to, chown_socket_dir.zip(uid)),
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(file) {
+        Ok(_) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(EX_CONFIG)
+        }
     }
 }
 
@@ -210,16 +283,29 @@ fn serve(config_path: PathBuf, dev: bool) -> ExitCode {
         if dev {
             return crate::dev::run().await;
         }
-        let config = Config::load(&config_path).map_err(|e| (EX_CONFIG, e.to_string()))?;
+        let config = Config::load(&config_path).map_err(|e| {
+            let missing = e.issues.iter().any(|i| i.key == "<file>");
+            let hint = if missing {
+                "\n  pass --config FILE, or try `acr-broker serve --dev` to run against a built-in cloud emulator"
+            } else {
+                "\n  fix the lines above (`acr-broker check-config FILE` checks without starting)"
+            };
+            (EX_CONFIG, format!("{e}{hint}"))
+        })?;
         crate::daemon::serve(config, Some(config_path), crate::clock::system(), inherited, None)
             .await
             .map_err(|e| (1, e.to_string()))
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A config error is for the person at the terminal: printed once, as it is.
+        Err((EX_CONFIG, message)) => {
+            eprintln!("acr-broker: {message}");
+            ExitCode::from(EX_CONFIG)
+        }
+        // The log (stderr, or journald) carries a runtime failure once.
         Err((code, message)) => {
             tracing::error!("{message}");
-            eprintln!("acr-broker: {message}");
             ExitCode::from(code)
         }
     }
@@ -239,7 +325,7 @@ fn parse_annotations(args: &[String]) -> Result<BTreeMap<String, String>, String
     Ok(map)
 }
 
-fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode {
+fn get(registry: &str, annotations: &[String], show_password: bool, output: GetOutput) -> ExitCode {
     let map = match parse_annotations(annotations) {
         Ok(m) => m,
         Err(e) => {
@@ -258,6 +344,14 @@ fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode 
         })
     };
     match answer {
+        Ok(Answer::Credentials(c)) if output == GetOutput::Json => {
+            println!("{}", c.to_api_json());
+            ExitCode::SUCCESS
+        }
+        Ok(Answer::Credentials(c)) if output == GetOutput::Password => {
+            println!("{}", c.password.expose_secret());
+            ExitCode::SUCCESS
+        }
         Ok(Answer::Credentials(c)) => {
             println!("registry:    {}", c.registry);
             println!("username:    {}", c.username);
@@ -273,7 +367,10 @@ fn get(registry: &str, annotations: &[String], show_password: bool) -> ExitCode 
             ExitCode::SUCCESS
         }
         Ok(Answer::NotOurs { message }) => {
-            eprintln!("acr-broker get: {registry}: not an ACR registry served by this node: {message}");
+            // The daemon's message already names the host and says why it is not served.
+            eprintln!(
+                "acr-broker get: {message}; for an Enterprise custom domain, name its instance: -a k8s.aliyun.com/acr-instance-ids=cri-…"
+            );
             ExitCode::from(2)
         }
         Ok(Answer::Error { status, code, message, retry_after }) => {

@@ -105,6 +105,22 @@ pub struct CredentialsAnswer {
     pub edition: String,
 }
 
+impl CredentialsAnswer {
+    /// The answer as the API sent it (`GET/POST /v1/credentials`), password included: for
+    /// `acr-broker get -o json`, whose caller asked for exactly that.
+    pub fn to_api_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "username": self.username,
+            "password": self.password.expose_secret(),
+            "expires_at": crate::clock::rfc3339(self.expires_at),
+            "registry": self.registry,
+            "region": self.region,
+            "instance_id": self.instance_id,
+            "edition": self.edition,
+        })
+    }
+}
+
 fn de_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
     let s = String::deserialize(d)?;
     crate::clock::parse_rfc3339(&s)
@@ -175,6 +191,23 @@ pub enum ClientError {
 fn connect_hint(path: &Path, err: &io::Error) -> String {
     let run = "is acr-broker running? (systemctl status acr-broker); \
                set ACR_BROKER_SOCKET if it listens elsewhere";
+    // Something else sits on the path: say what, instead of calling it a stale socket.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if meta.is_dir() {
+            Some("a directory")
+        } else if !meta.file_type().is_socket() {
+            Some("a regular file or other non-socket")
+        } else {
+            None
+        };
+        if let Some(what) = what {
+            return format!(
+                "{} is {what}, not the daemon's socket; point ACR_BROKER_SOCKET at the socket acr-broker serves ([server] socket, default {DEFAULT_SOCKET_PATH})",
+                path.display()
+            );
+        }
+    }
     match err.kind() {
         io::ErrorKind::NotFound => format!("socket does not exist; {run}"),
         io::ErrorKind::PermissionDenied => format!(
@@ -279,6 +312,13 @@ impl BrokerClient {
             detail: format!("{status} answer to {path} is not JSON: {e}"),
         })?;
         Ok((status, value))
+    }
+
+    /// `GET path` (e.g. `/healthz`, `/readyz`): the status and the JSON body (`Null` when the
+    /// body is not JSON). Used by `acr-broker doctor`.
+    pub fn get_json(&self, path: &str) -> Result<(u16, serde_json::Value), ClientError> {
+        let (status, _, bytes) = self.run(http::Method::GET, path, None)?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
     }
 
     fn call(&self, method: http::Method, path: &str, body: Option<Vec<u8>>) -> Result<Answer, ClientError> {

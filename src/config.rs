@@ -2,7 +2,7 @@
 //!
 //! Unknown keys are rejected by name (a typo must not silently fall back to a default). Every
 //! semantic problem is collected with the line it stands on, so `acr-broker check-config` shows
-//! them all in one run (STYLE.md §9).
+//! them all in one run.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -213,6 +213,13 @@ pub struct AliyunConfig {
     pub cr_endpoint: String,
     /// Metadata service base URL.
     pub metadata_endpoint: String,
+    /// Public or VPC addresses for the default STS and ACR endpoints (`network`).
+    pub network: crate::aliyun::regions::Network,
+    /// True when `sts_endpoint` was written in the file: the SDK's STS environment variables
+    /// (`ALIBABA_CLOUD_STS_REGION`, `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED`) then do not apply.
+    pub sts_endpoint_explicit: bool,
+    /// Extra PEM roots trusted for cloud API calls besides the compiled-in ones (`ca_file`).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The whole validated configuration.
@@ -239,7 +246,26 @@ pub struct Config {
     pub allowed_realm_hosts: Vec<String>,
     /// Images warmed at boot.
     pub prefetch: Vec<String>,
+    /// The loopback registry mirror for containerd (`[mirror]`); off when absent.
+    pub mirror: Option<MirrorConfig>,
 }
+
+/// `[mirror]`: the loopback registry mirror that containerd's `hosts.toml` points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// Loopback address to listen on (`listen = "127.0.0.1:PORT"`; required, loopback only).
+    pub listen: std::net::SocketAddr,
+    /// Registries the mirror serves (any other `ns` is a 404 before the broker is asked) and
+    /// that `acr-broker containerd-hosts` writes a `hosts.toml` for when none are named. Empty:
+    /// whatever the node defaults serve.
+    pub registries: Vec<String>,
+    /// Time allowed for the registry to answer with headers (the body then streams without a
+    /// limit). Default [`DEFAULT_MIRROR_UPSTREAM_TIMEOUT`].
+    pub upstream_timeout: Duration,
+}
+
+/// Default `[mirror] upstream_timeout_seconds`: 30 s.
+pub const DEFAULT_MIRROR_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -261,6 +287,16 @@ struct RawConfig {
     registry_token: RawRegistryToken,
     #[serde(default)]
     prefetch: Vec<String>,
+    mirror: Option<RawMirror>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMirror {
+    listen: Option<String>,
+    #[serde(default)]
+    registries: Vec<String>,
+    upstream_timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -297,10 +333,12 @@ struct RawIdentity {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAliyun {
-    region: String,
+    region: Option<String>,
     sts_endpoint: Option<String>,
     cr_endpoint: Option<String>,
     metadata_endpoint: Option<String>,
+    network: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -397,20 +435,20 @@ impl Config {
         Config::from_toml(&text, &name)
     }
 
-    /// Parses and validates TOML text; `name` labels the errors.
+    /// Parses and validates TOML text; `name` labels the errors. Unknown keys, type errors and
+    /// semantic problems are all reported together, in line order.
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            ConfigError {
-                source_name: name.to_owned(),
-                issues: vec![ConfigIssue { line, key: String::from("<syntax>"), message: e.message().to_owned() }],
-            }
-        })?;
-        let mut issues = Issues { source: text, list: Vec::new() };
+        let (raw, structural) =
+            schema::prune(text).map_err(|issue| ConfigError { source_name: name.to_owned(), issues: vec![issue] })?;
+        let mut issues = Issues { source: text, list: structural };
         let config = validate(raw, &mut issues);
         match config {
             Some(c) if issues.list.is_empty() => Ok(c),
-            _ => Err(ConfigError { source_name: name.to_owned(), issues: issues.list }),
+            _ => {
+                let mut list = issues.list;
+                list.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+                Err(ConfigError { source_name: name.to_owned(), issues: list })
+            }
         }
     }
 }
@@ -453,7 +491,19 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
             issues.push("", "prefetch", format!("{image:?}: {e}"));
         }
     }
+    let mirror = raw.mirror.and_then(|m| validate_mirror(m, issues));
+    if let (Some(m), Some(d), Some(a)) = (&mirror, &defaults, &aliyun) {
+        // The mirror serves node defaults only: a listed registry they cannot serve is a mistake.
+        for r in &m.registries {
+            if let Ok(host) = crate::registry::RegistryHost::parse(r) {
+                if let Err(e) = crate::policy::plan(&host, None, d, &a.region) {
+                    issues.push("mirror", "registries", format!("{r:?} is not served with [defaults]: {e}"));
+                }
+            }
+        }
+    }
     Some(Config {
+        mirror,
         server,
         identity: identity?,
         identity_reread,
@@ -465,6 +515,49 @@ fn validate(raw: RawConfig, issues: &mut Issues<'_>) -> Option<Config> {
         allowed_realm_hosts,
         prefetch: raw.prefetch,
     })
+}
+
+fn validate_mirror(raw: RawMirror, issues: &mut Issues<'_>) -> Option<MirrorConfig> {
+    let listen = match raw.listen.as_deref().map(str::parse::<std::net::SocketAddr>) {
+        Some(Ok(a)) if a.ip().is_loopback() => Some(a),
+        Some(Ok(a)) => {
+            issues.push(
+                "mirror",
+                "listen",
+                format!("{a}: only loopback addresses are allowed (e.g. \"127.0.0.1:5005\")"),
+            );
+            None
+        }
+        Some(Err(e)) => {
+            let v = raw.listen.unwrap_or_default();
+            issues.push("mirror", "listen", format!("{v:?}: {e} (expected host:port, e.g. \"127.0.0.1:5005\")"));
+            None
+        }
+        None => {
+            issues.push(
+                "mirror",
+                "listen",
+                "missing: [mirror] needs listen = \"127.0.0.1:PORT\" (remove [mirror] to turn it off)",
+            );
+            None
+        }
+    };
+    let mut registries = Vec::new();
+    for r in raw.registries {
+        match crate::registry::RegistryHost::parse(&r) {
+            Ok(h) => registries.push(h.as_str().to_owned()),
+            Err(e) => issues.push("mirror", "registries", format!("{r:?}: {e}")),
+        }
+    }
+    let upstream_timeout = match raw.upstream_timeout_seconds {
+        None => DEFAULT_MIRROR_UPSTREAM_TIMEOUT,
+        Some(t @ 1..=600) => Duration::from_secs(t),
+        Some(t) => {
+            issues.push("mirror", "upstream_timeout_seconds", format!("{t}: must be 1..=600"));
+            DEFAULT_MIRROR_UPSTREAM_TIMEOUT
+        }
+    };
+    Some(MirrorConfig { listen: listen?, registries, upstream_timeout })
 }
 
 fn validate_server(raw: RawServer, issues: &mut Issues<'_>) -> ServerConfig {
@@ -562,6 +655,10 @@ fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<Identi
             if let Err(e) = crate::aliyun::identity::validate_profile_name(&profile_name) {
                 issues.push("identity", "profile_name", e);
             }
+            // The daemon refuses a credentials file others may read on every fetch: say so now.
+            if let Some(e) = raw.profile_file.as_deref().and_then(crate::aliyun::identity::profile_file_problem) {
+                issues.push("identity", "profile_file", e);
+            }
             IdentityConfig::Profile { profile_file: raw.profile_file, profile_name }
         }
         other => {
@@ -574,59 +671,6 @@ fn validate_identity(raw: RawIdentity, issues: &mut Issues<'_>) -> Option<Identi
         }
     };
     Some(id)
-}
-
-/// Accepts `https://` anywhere and `http://` only for loopback hosts (or the metadata address).
-fn check_endpoint(url: &str, allow_plain_http_host: Option<&str>) -> Result<(), String> {
-    let rest = if let Some(r) = url.strip_prefix("https://") {
-        r
-    } else if let Some(r) = url.strip_prefix("http://") {
-        let host = r.split(['/', '?']).next().unwrap_or_default();
-        let host_only = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host).trim_matches(['[', ']']);
-        let loopback = host_only == "localhost"
-            || host_only.parse::<std::net::IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false);
-        if !loopback && allow_plain_http_host != Some(host_only) {
-            return Err(format!("{url:?}: http:// is allowed only for loopback hosts; use https://"));
-        }
-        r
-    } else {
-        return Err(format!("{url:?}: must start with https:// (or http:// for loopback)"));
-    };
-    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) || rest.contains('@') {
-        return Err(format!("{url:?}: not a valid base URL"));
-    }
-    Ok(())
-}
-
-fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option<AliyunConfig> {
-    let region = match Region::try_from(raw.region.as_str()) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            issues.push("aliyun", "region", e.to_string());
-            None
-        }
-    };
-    let sts = raw.sts_endpoint.unwrap_or_else(|| DEFAULT_STS_ENDPOINT.to_owned());
-    let cr = raw.cr_endpoint.unwrap_or_else(|| DEFAULT_CR_ENDPOINT.to_owned());
-    let md = raw.metadata_endpoint.unwrap_or_else(|| DEFAULT_METADATA.to_owned());
-    if md.contains("{region}") {
-        issues.push("aliyun", "metadata_endpoint", "the metadata address has no {region} placeholder");
-    }
-    let sample = |u: &str| u.replace("{region}", "cn-hangzhou");
-    for (key, url, plain) in
-        [("sts_endpoint", &sts, None), ("cr_endpoint", &cr, None), ("metadata_endpoint", &md, Some("100.100.100.200"))]
-    {
-        if let Err(e) = check_endpoint(&sample(url), plain) {
-            issues.push("aliyun", key, e);
-        }
-    }
-    let region = region?;
-    Some(AliyunConfig {
-        sts_endpoint: sts.replace("{region}", region.as_str()),
-        cr_endpoint: cr,
-        metadata_endpoint: md,
-        region,
-    })
 }
 
 fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annotations> {
@@ -650,7 +694,12 @@ fn validate_defaults(raw: RawDefaults, issues: &mut Issues<'_>) -> Option<Annota
         Ok(Some(a)) => Some(a),
         Ok(None) => Some(Annotations::default()),
         Err(e) => {
-            issues.push("defaults", "acr_*", e.to_string());
+            // Name the config key (and so find its line), not the annotation it stands for.
+            let key = match &e {
+                crate::policy::PolicyError::InvalidAnnotation { key, .. } => key.trim_start_matches("k8s.aliyun.com/"),
+                _ => "acr_user_arns",
+            };
+            issues.push("defaults", &key.replace('-', "_"), e.to_string());
             None
         }
     }
@@ -748,6 +797,11 @@ fn validate_upstream(raw: RawUpstream, issues: &mut Issues<'_>) -> UpstreamConfi
     }
     u
 }
+
+mod aliyun;
+mod schema;
+
+use aliyun::validate_aliyun;
 
 #[cfg(test)]
 mod tests;

@@ -16,12 +16,12 @@ use tokio::task::JoinSet;
 use crate::aliyun::identity::{
     source_from_env, EcsRamRoleSource, EnvSource, IdentitySource, OidcSource, ProfileSource, StaticSource,
 };
-use crate::aliyun::{Client, Endpoints, Timeouts};
+use crate::aliyun::Client;
 use crate::broker::Broker;
 use crate::clock::SharedClock;
 use crate::config::{Config, IdentityConfig};
 use crate::metrics::Metrics;
-use crate::server::{self, Limits, Readiness, Role, State, TcpAcceptor, UnixAcceptor};
+use crate::server::{self, Limits, LoopbackTcpAcceptor, Readiness, Role, State, TcpAcceptor, UnixAcceptor};
 use crate::systemd::{self, Notify};
 
 /// Why the daemon could not start.
@@ -58,6 +58,8 @@ pub struct Daemon {
     pub metrics_addr: Option<SocketAddr>,
     /// Where the loopback TCP API is served.
     pub api_addr: Option<SocketAddr>,
+    /// Where the registry mirror is served (`[mirror] listen`).
+    pub mirror_addr: Option<SocketAddr>,
     shutdown_tx: watch::Sender<bool>,
     tasks: JoinSet<()>,
     /// Writes the audit lines; ends after the listeners drained and the queue is written out.
@@ -116,11 +118,13 @@ impl Daemon {
         inherited: Vec<systemd::ListenFd>,
     ) -> Result<Daemon, DaemonError> {
         let config = Arc::new(config);
-        let client = client_for(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
+        // Endpoints (network, SDK STS variables), timeouts and ca_file: crate::egress.
+        let client =
+            crate::egress::client(&config, Arc::clone(&clock)).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let identity = identity_from_config(&config, &client).map_err(|e| DaemonError::Identity(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
         metrics.mark_config_loaded(clock.now());
-        let broker = Broker::new(Arc::clone(&config), client, identity, clock, Arc::clone(&metrics));
+        let broker = Broker::new(Arc::clone(&config), client, identity, Arc::clone(&clock), Arc::clone(&metrics));
         let readiness = Readiness::new();
         let (audit, audit_writer) = crate::audit::AuditLog::start(Arc::clone(&metrics));
         let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness), audit });
@@ -188,11 +192,26 @@ impl Daemon {
                 (None, None) => return Ok(None),
             };
             let local = listener.local_addr().ok();
-            tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+            if role == Role::Api {
+                // Hands out credentials: the same uid/gid allow-list as the unix socket.
+                let acceptor = LoopbackTcpAcceptor {
+                    listener,
+                    uids: config.server.allowed_uids.clone(),
+                    gids: config.server.allowed_gids.clone(),
+                };
+                tasks.spawn(server::serve(acceptor, Arc::clone(&state), role, limits, stop()));
+            } else {
+                tasks.spawn(server::serve(TcpAcceptor(listener), Arc::clone(&state), role, limits, stop()));
+            }
             Ok(local)
         };
         let metrics_addr = bind_tcp(config.server.metrics, inherited_metrics, Role::Metrics, "metrics listener")?;
         let api_addr = bind_tcp(config.server.listen, None, Role::Api, "API listener")?;
+
+        let mirror_addr = match &config.mirror {
+            Some(m) => Some(start_mirror(&config, m, &broker, clock, limits, stop(), &mut tasks)?),
+            None => None,
+        };
 
         // Ready as soon as requests can be taken: the node identity may take a while (metadata
         // or STS outage at boot), and a start timeout must never kill a daemon that serves what
@@ -207,6 +226,7 @@ impl Daemon {
             socket_id,
             metrics_addr,
             api_addr,
+            mirror_addr,
             shutdown_tx,
             tasks,
             audit_writer,
@@ -266,7 +286,7 @@ impl Daemon {
         let rebuilt = self
             .broker
             .reload(config, |c| {
-                let client = client_for(c, Arc::clone(&clock)).map_err(|e| format!("client: {e}"))?;
+                let client = crate::egress::client(c, Arc::clone(&clock)).map_err(|e| format!("client: {e}"))?;
                 let identity = identity_from_config(c, &client).map_err(|e| format!("identity: {e}"))?;
                 Ok((client, identity))
             })
@@ -284,15 +304,35 @@ impl Daemon {
     }
 }
 
-/// The cloud API client for `config`'s endpoints and timeouts.
-fn client_for(config: &Config, clock: SharedClock) -> Result<Client, crate::aliyun::Error> {
-    let endpoints = Endpoints {
-        sts: config.aliyun.sts_endpoint.clone(),
-        cr: config.aliyun.cr_endpoint.clone(),
-        metadata: config.aliyun.metadata_endpoint.clone(),
+/// Binds `[mirror] listen` and serves the registry mirror on it with the socket's allow-list.
+fn start_mirror(
+    config: &Config,
+    mirror: &crate::config::MirrorConfig,
+    broker: &Arc<Broker>,
+    clock: SharedClock,
+    limits: Limits,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    tasks: &mut JoinSet<()>,
+) -> Result<SocketAddr, DaemonError> {
+    let what = format!("mirror listener {}", mirror.listen);
+    let listen = |source| DaemonError::Listen { what: what.clone(), source };
+    // Shared with a successor during a surge rollout, like the metrics port (same uid only).
+    let listener = bind_tcp_listener(mirror.listen, true).map_err(listen)?;
+    let local = listener.local_addr().map_err(listen)?;
+    let m = crate::mirror::Mirror::new(Arc::clone(broker), clock, mirror, local.port())
+        .map_err(|e| DaemonError::Listen { what: what.clone(), source: std::io::Error::other(e.to_string()) })?;
+    let acceptor = LoopbackTcpAcceptor {
+        listener,
+        uids: config.server.allowed_uids.clone(),
+        gids: config.server.allowed_gids.clone(),
     };
-    let timeouts = Timeouts { metadata: config.upstream.metadata_timeout, api: config.upstream.api_timeout };
-    Client::new(endpoints, timeouts, clock)
+    let metrics = Arc::clone(broker.metrics());
+    tasks.spawn(async move {
+        let handler = move |req, peer| Arc::clone(&m).handle(req, peer);
+        server::serve_with(acceptor, &metrics, limits, stop, handler).await
+    });
+    tracing::info!(mirror = %local, "registry mirror listening");
+    Ok(local)
 }
 
 /// Obtains the node identity (retrying with backoff until it works), reports readiness, then

@@ -53,7 +53,7 @@ pub fn run_with_client(
             "version" | "--version" | "-v" => {
                 (0, format!("docker-credential-acr-broker (acr-broker) {}", env!("CARGO_PKG_VERSION")))
             }
-            "--help" | "-h" => (0, USAGE.to_owned()),
+            "--help" | "-h" | "help" => (0, USAGE.to_owned()),
             _ => (1, USAGE.to_owned()),
         },
         _ => (1, USAGE.to_owned()),
@@ -366,9 +366,11 @@ mod tests {
         for v in ["version", "--version", "-v"] {
             assert_eq!(helper(&nowhere(), &[v], ""), (0, version.clone(), String::new()));
         }
-        let (code, out, _) = helper(&nowhere(), &["--help"], "");
-        assert_eq!(code, 0);
-        assert!(out.starts_with("Usage: docker-credential-acr-broker <store|get|erase|list|version>"));
+        for h in ["--help", "-h", "help"] {
+            let (code, out, _) = helper(&nowhere(), &[h], "");
+            assert_eq!(code, 0, "{h}");
+            assert!(out.starts_with("Usage: docker-credential-acr-broker <store|get|erase|list|version>"));
+        }
     }
 
     #[test]

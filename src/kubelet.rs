@@ -2,7 +2,7 @@
 //!
 //! The kubelet execs the plugin for each image that matches `matchImages` in its
 //! CredentialProviderConfig, writes one `CredentialProviderRequest` on stdin and reads one
-//! `CredentialProviderResponse` from stdout (protocols.md §2.2). The plugin forwards the image,
+//! `CredentialProviderResponse` from stdout (credentialprovider.kubelet.k8s.io/v1). The plugin forwards the image,
 //! the pod's service-account token and its `k8s.aliyun.com/acr-*` annotations to the daemon,
 //! and lets the kubelet cache the answer per registry for half its remaining life.
 //! Failures exit non-zero with the reason on stderr, which the kubelet appends to its log line.

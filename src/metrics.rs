@@ -67,7 +67,7 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable_metric(name, e));
     let _ = registry.register(Box::new(c.clone()));
     c
@@ -256,6 +256,11 @@ impl Metrics {
     pub fn mark_config_loaded(&self, at: std::time::SystemTime) {
         let secs = at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         self.config_last_reload_success.set(secs);
+    }
+
+    /// The Prometheus registry, for modules that own their metrics (the registry mirror).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Counts one answered request.

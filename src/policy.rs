@@ -1,9 +1,9 @@
 //! The seed's pull policy as a pure function: registry host + annotations → a [`Plan`]
 //! (which instance, which region, which role chains to try, in order).
 //!
-//! No I/O happens here (STYLE.md §2). The broker walks the plan; this module only decides it.
+//! No I/O happens here. The broker walks the plan; this module only decides it.
 //!
-//! Rules (the policy table in the README):
+//! Rules (the README's "What gets served"):
 //! - A request that carries any of the three annotations uses exactly those; the node defaults
 //!   (config `[defaults]`) apply only to a request that carries none.
 //! - EE default domain → `ListInstance` by name in the host's region; Personal → the host's region.
@@ -13,7 +13,7 @@
 //!   service and user ARNs → every (service, user) pair, service-major. User ARNs need a service ARN.
 //!
 //! The upstream documentation shows only single values and does not say how several service and
-//! user ARNs pair up; trying every pair in order is our choice (aliyun-api.md §6, UNCONFIRMED).
+//! user ARNs pair up; trying every pair in order is our choice (not confirmed upstream).
 
 use std::fmt;
 
@@ -26,6 +26,10 @@ pub const INSTANCE_IDS_KEY: &str = "k8s.aliyun.com/acr-instance-ids";
 pub const SERVICE_ARNS_KEY: &str = "k8s.aliyun.com/acr-service-arns";
 /// Annotation naming RAM roles in the registry's account, assumed from a service role.
 pub const USER_ARNS_KEY: &str = "k8s.aliyun.com/acr-user-arns";
+/// The three annotation keys acr-broker reads, in the order the docs list them.
+pub const ANNOTATION_KEYS: [&str; 3] = [INSTANCE_IDS_KEY, SERVICE_ARNS_KEY, USER_ARNS_KEY];
+/// The prefix the three keys share.
+const ANNOTATION_PREFIX: &str = "k8s.aliyun.com/";
 /// Most items one annotation list may hold.
 pub const MAX_LIST_ITEMS: usize = 16;
 /// Longest annotation value we read, in bytes.
@@ -64,6 +68,16 @@ pub enum PolicyError {
         /// The user ARNs that were given, comma-joined.
         user_arns: String,
     },
+    /// A key that looks meant for acr-broker but is none of the three (a typo, or a missing
+    /// `k8s.aliyun.com/` prefix) (400): ignoring it would silently change the policy.
+    #[error(
+        "annotation key {key:?} is not one acr-broker reads; the keys are {INSTANCE_IDS_KEY}, \
+         {SERVICE_ARNS_KEY} and {USER_ARNS_KEY}"
+    )]
+    UnknownAnnotation {
+        /// The key as given (shortened when long).
+        key: String,
+    },
 }
 
 impl PolicyError {
@@ -73,12 +87,25 @@ impl PolicyError {
             PolicyError::NotAcrRegistry { .. } => "not_acr_registry",
             PolicyError::InvalidAnnotation { .. } => "invalid_annotation",
             PolicyError::UserArnWithoutServiceArn { .. } => "user_arn_without_service_arn",
+            PolicyError::UnknownAnnotation { .. } => "unknown_annotation",
         }
     }
 
     /// True when the caller sent something wrong (a 400); false for "not ours" (a 404).
     pub fn is_invalid_input(&self) -> bool {
         !matches!(self, PolicyError::NotAcrRegistry { .. })
+    }
+}
+
+/// A near miss of one of the three keys: `k8s.aliyun.com/…acr…` or a bare `acr-…`/`acr_…`.
+fn looks_like_ours(key: &str) -> bool {
+    // Kubernetes keys are case-sensitive and a prefix is lower-case: only the name is folded.
+    match key.strip_prefix(ANNOTATION_PREFIX) {
+        Some(name) => name.to_ascii_lowercase().contains("acr"),
+        None => {
+            let lower = key.to_ascii_lowercase();
+            lower.starts_with("acr-") || lower.starts_with("acr_")
+        }
     }
 }
 
@@ -104,7 +131,10 @@ pub struct Annotations {
 }
 
 impl Annotations {
-    /// Reads the three keys from an annotation map; other keys are ignored.
+    /// Reads the three keys from an annotation map; unrelated keys are ignored, but a key that
+    /// looks meant for acr-broker and is not one of the three is an error
+    /// ([`PolicyError::UnknownAnnotation`]): a `k8s.aliyun.com/` key mentioning `acr`, or an
+    /// `acr-…` key without the prefix.
     ///
     /// `Ok(None)` when none of the three is present. A present key must have a non-empty value
     /// of at most [`MAX_LIST_ITEMS`] comma-separated items and [`MAX_VALUE_LEN`] bytes; an empty
@@ -118,6 +148,7 @@ impl Annotations {
                 INSTANCE_IDS_KEY => 0,
                 SERVICE_ARNS_KEY => 1,
                 USER_ARNS_KEY => 2,
+                other if looks_like_ours(other) => return Err(PolicyError::UnknownAnnotation { key: shorten(other) }),
                 _ => continue,
             };
             if std::mem::replace(&mut seen[slot], true) {

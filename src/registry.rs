@@ -2,7 +2,7 @@
 //! path) → a validated [`RegistryHost`] → which ACR edition, region and instance name it names.
 //!
 //! This is the only place that decides whether a host is ACR. Exactly two host shapes are
-//! recognised (aliyun-api.md §5):
+//! recognised (the domain shapes of Alibaba Cloud's Container Registry documentation):
 //! - Enterprise Edition default domains `<name>-registry[-vpc].<region>.cr.aliyuncs.com`;
 //! - Personal Edition `registry[-intl][-vpc|-internal].<region>.aliyuncs.com`.
 //!

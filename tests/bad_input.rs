@@ -446,17 +446,15 @@ async fn role_session_name_cannot_be_injected_through_annotations() {
         assert_eq!(v["error"]["code"], "invalid_annotation", "{value:?}: {v}");
     }
     assert_eq!(h.emulator.count("AssumeRole"), 0, "no rejected value reached STS: {:?}", h.emulator.counters());
-    // Look-alike keys are not annotations we read: they change nothing.
+    // An acr-looking key we do not read is refused (issue 11: no silent fallback), before STS.
     let (s, v) = h
-        .credentials(
-            DEMO_HOST,
-            &[
-                (SERVICE_ARNS, SERVICE_ROLE),
-                ("k8s.aliyun.com/acr-role-session-name", "evil"),
-                ("RoleSessionName", "evil"),
-            ],
-        )
+        .credentials(DEMO_HOST, &[(SERVICE_ARNS, SERVICE_ROLE), ("k8s.aliyun.com/acr-role-session-name", "evil")])
         .await;
+    assert_eq!(s, 400, "{v}");
+    assert_eq!(v["error"]["code"], "unknown_annotation", "{v}");
+    assert_eq!(h.emulator.count("AssumeRole"), 0, "{:?}", h.emulator.counters());
+    // Other keys are not annotations we read: they change nothing.
+    let (s, v) = h.credentials(DEMO_HOST, &[(SERVICE_ARNS, SERVICE_ROLE), ("RoleSessionName", "evil")]).await;
     assert_eq!(s, 200, "{v}");
     let session = h.daemon().broker.session_name().to_owned();
     let principal = password_principal(v["password"].as_str().expect("password"));

@@ -85,3 +85,64 @@ fn dev_mode_serves_every_sample_registry() {
     }
     assert!(!socket.exists(), "socket removed on shutdown");
 }
+
+/// Every command line in the banner runs as printed, from another directory, with nothing of
+/// ours on PATH (a fresh clone); `--config` next to `--dev` is reported as ignored.
+#[test]
+fn banner_commands_run_as_printed_from_anywhere() {
+    let runtime_dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_acr-broker"))
+        .args(["serve", "--dev", "--config", "/etc/acr-broker/unused.toml"])
+        .env_remove("ACR_BROKER_SOCKET")
+        .env("XDG_RUNTIME_DIR", runtime_dir.path())
+        .current_dir(elsewhere.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start acr-broker serve --dev");
+    let stderr = daemon.stderr.take().expect("stderr");
+    let stderr_text = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut s);
+        s
+    });
+    let mut banner = Vec::new();
+    for line in BufReader::new(daemon.stdout.take().expect("stdout")).lines() {
+        let Ok(line) = line else { break };
+        let done = line.contains("Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let export = banner.iter().find(|l| l.trim_start().starts_with("export ACR_BROKER_SOCKET=")).expect("export line");
+    assert!(export.contains(&runtime_dir.path().display().to_string()), "socket does not depend on the cwd: {export}");
+    let commands: Vec<&String> =
+        banner.iter().filter(|l| l.starts_with("  ") && !l.contains("export ") && !l.trim().is_empty()).collect();
+    assert!(commands.len() >= 6, "{banner:?}");
+    let curl = Command::new("sh").args(["-c", "command -v curl"]).status().map(|s| s.success()).unwrap_or(false);
+    for cmd in commands {
+        if cmd.contains("curl ") && !curl {
+            assert!(std::env::var_os("CI").is_none(), "CI must have curl");
+            continue;
+        }
+        let out = Command::new("sh")
+            .args(["-c", &format!("{}\n{}", export.trim(), cmd.trim())])
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .current_dir("/")
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{cmd}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let _ = Command::new("kill").args(["-TERM", &daemon.id().to_string()]).status();
+    let _ = daemon.wait();
+    let err = stderr_text.join().unwrap_or_default();
+    assert!(err.contains("--config /etc/acr-broker/unused.toml is ignored in dev mode"), "{err}");
+}

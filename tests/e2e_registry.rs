@@ -1,7 +1,7 @@
 //! End-to-end proof with a real Debian `docker-registry` 2.8 and `skopeo` 1.9: the registry trusts
 //! the emulator's token realm, skopeo pulls through `docker-credential-acr-broker` (and through
 //! credentials from `acr-broker kubelet-plugin`), and the daemon's `/v1/token` answers a real
-//! registry challenge but refuses a realm it does not trust. Facts: reference/e2e-harness.md.
+//! registry challenge but refuses a realm it does not trust.
 //!
 //! Skipped (loudly) only when /usr/bin/docker-registry or /usr/bin/skopeo is missing.
 //! Run: `cargo test --test e2e_registry -- --nocapture` (prints phase timings).

@@ -6,8 +6,8 @@
 //! `systemd-analyze` is installed by scripts/install-test-deps.sh; only when it is missing do the
 //! two systemd tests print a loud notice and pass.
 
-#[path = "packaging/kubelet_config.rs"]
-mod kubelet_config;
+// The kubelet CredentialProviderConfig checker is the one `acr-broker doctor` uses.
+use acr_broker::doctor::kubelet as kubelet_config;
 #[path = "packaging/monitoring.rs"]
 mod monitoring;
 

@@ -64,6 +64,11 @@ metadata_timeout_ms = 1000
 
 [registry_token]
 allowed_realm_hosts = ["auth.example.com", "127.0.0.1:5001"]
+
+[mirror]
+listen = "127.0.0.1:5005"
+registries = ["demo-registry.cn-hangzhou.cr.aliyuncs.com", "registry.demo.example.com"]
+upstream_timeout_seconds = 30
 "#;
 
 #[test]

@@ -8,7 +8,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use acr_broker::config::Config;
@@ -44,38 +44,6 @@ async fn start_in_process(emulator: Emulator, server_extra: &str, extra: &str) -
 
 async fn emulator(world: World) -> Emulator {
     Emulator::start(world, "127.0.0.1:0".parse().expect("addr")).await.expect("emulator")
-}
-
-/// Logs of this process (the in-process daemons), captured at TRACE level.
-fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
-    static BUF: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    BUF.get_or_init(|| {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let _ = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || Sink(Arc::clone(&sink)))
-            .try_init();
-        buf
-    })
-    .clone()
-}
-
-struct Sink(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Sink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("log buffer").extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs_text(buf: &Arc<Mutex<Vec<u8>>>) -> String {
-    String::from_utf8_lossy(&buf.lock().expect("log buffer")).into_owned()
 }
 
 /// The principal the emulator baked into an ACR password: `role:<account>:<role>:<session>`.
@@ -140,25 +108,12 @@ fn peer_check_allows_root_listed_uids_and_gids_only() {
     assert!(!peer_allowed(44, 1000, &[], &[44]), "a uid equal to an allowed gid is not allowed");
 }
 
-fn setpriv() -> Option<PathBuf> {
-    ["/usr/bin/setpriv", "/bin/setpriv"].iter().map(PathBuf::from).find(|p| p.exists())
-}
-
 /// `curl` over the socket as `uid:gid` (via setpriv, no supplementary groups): (status, body).
 async fn curl_as(uid: u32, gid: u32, socket: &Path, path: &str) -> (u16, Value) {
-    let setpriv = setpriv().expect("setpriv");
-    let out = tokio::process::Command::new(setpriv)
-        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "curl".into()])
-        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}", "--unix-socket"])
-        .arg(socket)
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .await
-        .expect("run setpriv curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
-    assert!(out.status.success(), "curl as {uid}:{gid} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
-    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::Null))
+    let socket = socket.to_str().expect("utf8 socket path");
+    let (status, body) =
+        support::curl_as(uid, gid, &format!("http://localhost{path}"), &["--unix-socket", socket]).await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +130,7 @@ async fn peers_outside_the_allow_list_get_403_and_an_audit_line() {
         h.stop().await;
         return;
     }
-    if setpriv().is_none() || which("curl").is_none() {
+    if support::setpriv_bin().is_none() || which("curl").is_none() {
         support::skip("the unprivileged-client part needs setpriv and curl");
         return;
     }

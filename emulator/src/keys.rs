@@ -145,7 +145,7 @@ pub fn p256_spki(point: &[u8]) -> Vec<u8> {
 }
 
 /// libtrust key id: SHA-256 of the SPKI DER, first 30 bytes, base32 (no padding), 12 groups of
-/// 4 joined by `:` (protocols.md §3.6).
+/// 4 joined by `:` (docker/libtrust `keyIDFromCryptoKey`).
 pub fn libtrust_kid(spki_der: &[u8]) -> String {
     let digest = Sha256::digest(spki_der);
     let b32 = BASE32_NOPAD.encode(&digest[..30]);

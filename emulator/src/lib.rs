@@ -24,6 +24,7 @@ mod server;
 pub(crate) mod sig;
 pub(crate) mod state;
 pub(crate) mod sts;
+pub mod tls;
 pub(crate) mod util;
 pub mod world;
 

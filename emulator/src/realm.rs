@@ -1,5 +1,5 @@
 //! Registry token realm (`GET /auth`): Docker token protocol with ES256 JWTs that
-//! docker-registry 2.8 accepts (protocols.md §3, e2e-harness.md §2).
+//! docker-registry 2.8 accepts (the docker registry token authentication spec).
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;

@@ -32,6 +32,8 @@ pub struct Emulator {
     addr: SocketAddr,
     stop: Option<watch::Sender<bool>>,
     task: Option<JoinHandle<()>>,
+    /// The CA PEM when serving over TLS ([`Emulator::start_tls`]).
+    tls_ca_pem: Option<String>,
 }
 
 fn system_clock() -> ClockFn {
@@ -54,13 +56,36 @@ impl Emulator {
         listen: SocketAddr,
         clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
     ) -> io::Result<Emulator> {
+        Self::bind(world, listen, clock, None).await
+    }
+
+    /// Starts serving `world` over TLS with a certificate of its own (a fresh CA and a leaf
+    /// for `localhost`/`127.0.0.1`/`::1`); [`Emulator::tls_ca_pem`] is the CA to trust.
+    pub async fn start_tls(world: World, listen: SocketAddr) -> io::Result<Emulator> {
+        let identity = crate::tls::TlsIdentity::generate().map_err(io::Error::other)?;
+        Self::bind(world, listen, system_clock(), Some(identity)).await
+    }
+
+    async fn bind(
+        world: World,
+        listen: SocketAddr,
+        clock: Arc<dyn Fn() -> SystemTime + Send + Sync>,
+        tls: Option<crate::tls::TlsIdentity>,
+    ) -> io::Result<Emulator> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let state = Arc::new(State::new(world, clock));
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, state.clone(), stop_rx));
-        tracing::info!(%addr, "acr-emulator listening");
-        Ok(Emulator { state, addr, stop: Some(stop), task: Some(task) })
+        let tls_ca_pem = tls.as_ref().map(|t| t.ca_pem().to_owned());
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
+        let task = tokio::spawn(accept_loop(listener, state.clone(), stop_rx, acceptor));
+        tracing::info!(%addr, tls = tls_ca_pem.is_some(), "acr-emulator listening");
+        Ok(Emulator { state, addr, stop: Some(stop), task: Some(task), tls_ca_pem })
+    }
+
+    /// The CA certificate (PEM) behind the TLS listener, `None` for plain HTTP.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls_ca_pem.as_deref()
     }
 
     /// The bound address.
@@ -68,9 +93,10 @@ impl Emulator {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when serving over TLS.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls_ca_pem.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Calls per action so far.
@@ -147,7 +173,12 @@ impl Drop for Emulator {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -162,9 +193,20 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>, mut stop: watch::
                     }
                 };
                 let st = state.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = service_fn(move |req| serve(st.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls_stream) => {
+                                let _ = http1::Builder::new().serve_connection(TokioIo::new(tls_stream), svc).await;
+                            }
+                            Err(e) => tracing::info!(error = %e, "TLS handshake failed"),
+                        },
+                    }
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}

@@ -1,4 +1,4 @@
-//! ACS3-HMAC-SHA256 (V3) signature verification, written from aliyun-api.md §1.2 only.
+//! ACS3-HMAC-SHA256 (V3) signature verification, written from the published V3 specification only.
 //! This is deliberately independent of the broker's signer so a shared bug cannot hide.
 
 use hmac::{Hmac, Mac};

@@ -2,13 +2,15 @@
 //!
 //! Nothing outside this module knows the wire format. The broker calls [`Client`] with
 //! [`Credentials`] from an [`identity::IdentitySource`] and gets typed answers or an [`Error`]
-//! whose [`ErrorKind`] says whether to retry. Wire facts: `reference/aliyun-api.md` §1–§4.
+//! whose [`ErrorKind`] says whether to retry. Wire facts: Alibaba Cloud's API reference (STS
+//! 2015-04-01, CR 2018-12-01 and 2016-06-07, the V3 signature, the ECS metadata service).
 
 mod client;
 pub mod cr;
 mod credentials;
 pub mod error;
 pub mod identity;
+pub mod regions;
 pub mod sign;
 pub mod sts;
 pub mod transport;

@@ -1,7 +1,8 @@
 //! ACS3-HMAC-SHA256 request signing (Alibaba Cloud "V3" signature), exactly as the official Go SDK.
 //!
 //! Signed headers are `host`, `content-type` (when a body is sent) and every `x-acs-*` header;
-//! the algorithm is in `reference/aliyun-api.md` §1.2 and is pinned by vectors V3, V6 and V8.
+//! the algorithm is Alibaba Cloud's published V3 signature specification, pinned by vectors V3,
+//! V6 and V8 in the tests.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

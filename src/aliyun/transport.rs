@@ -3,7 +3,10 @@
 //! Rules enforced here, in one place: `https://` everywhere except loopback hosts (and the
 //! metadata endpoint, which is plain HTTP by nature and asked for explicitly); a timeout over the
 //! whole exchange; response bodies capped at [`MAX_BODY`]; `HTTPS_PROXY`/`NO_PROXY` honoured for
-//! cloud API calls, never for loopback or metadata.
+//! cloud API calls, never for loopback or metadata. The proxy may itself be `https://` (TLS to
+//! the proxy, then TLS to the endpoint inside the tunnel). Server certificates are checked
+//! against the compiled-in webpki roots plus an optional PEM bundle (`[aliyun] ca_file`), and a
+//! failed check names the host, the step that failed and `ca_file`.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -19,6 +22,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 
 use super::Error;
 
@@ -61,7 +65,10 @@ pub struct HttpResponse {
 }
 
 type Direct = HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>;
-type Proxied = HyperClient<HttpsConnector<Tunnel<HttpConnector>>, Full<Bytes>>;
+type Proxied = HyperClient<HttpsConnector<Tunnel<HttpsConnector<HttpConnector>>>, Full<Bytes>>;
+
+/// Root certificates trusted for `https://` calls besides the compiled-in webpki roots.
+pub type ExtraRoots = Arc<Vec<CertificateDer<'static>>>;
 
 /// Shared HTTP client (connection pools inside); cheap to clone.
 #[derive(Clone)]
@@ -74,6 +81,7 @@ struct Inner {
     proxy: Option<Matcher>,
     proxied: OnceLock<Result<Proxied, String>>,
     timeouts: Timeouts,
+    extra_roots: ExtraRoots,
 }
 
 impl std::fmt::Debug for Transport {
@@ -94,10 +102,16 @@ impl Transport {
 
     /// A transport with an explicit proxy matcher (`None`: never proxy). Used by tests.
     pub fn with_proxy(timeouts: Timeouts, proxy: Option<Matcher>) -> Result<Transport, Error> {
+        Transport::with_roots(timeouts, proxy, ExtraRoots::default())
+    }
+
+    /// A transport that also trusts `extra_roots` (from [`read_ca_file`]) for `https://` calls,
+    /// to the endpoints and to an `https://` proxy alike.
+    pub fn with_roots(timeouts: Timeouts, proxy: Option<Matcher>, extra_roots: ExtraRoots) -> Result<Transport, Error> {
         let direct = HyperClient::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .build(https_connector(plain_connector())?);
-        Ok(Transport { inner: Arc::new(Inner { direct, proxy, proxied: OnceLock::new(), timeouts }) })
+            .build(https_connector(plain_connector(), &extra_roots)?);
+        Ok(Transport { inner: Arc::new(Inner { direct, proxy, proxied: OnceLock::new(), timeouts, extra_roots }) })
     }
 
     /// The configured timeouts.
@@ -160,7 +174,10 @@ impl Transport {
         };
         let response = sent.map_err(|e| {
             let detail = error_chain(&e);
-            if super::error::is_name_not_found(&detail) {
+            if let Some(tls) = tls_failure(&e) {
+                let host = uri.host().unwrap_or_default();
+                Error::Connect { action: action.to_owned(), detail: explain_tls_failure(host, tls) }
+            } else if super::error::is_name_not_found(&detail) {
                 let host = uri.host().unwrap_or_default().to_owned();
                 Error::UnknownHost { action: action.to_owned(), host, detail }
             } else {
@@ -192,30 +209,104 @@ impl Transport {
         let intercept = self.inner.proxy.as_ref()?.intercept(uri)?;
         Some(self.inner.proxied.get_or_init(|| {
             let proxy_uri = intercept.uri().clone();
-            let mut tunnel = Tunnel::new(proxy_uri, plain_connector());
+            // An `https://` proxy gets TLS first (the same roots); an `http://` one plain TCP.
+            let to_proxy = https_connector(plain_connector(), &self.inner.extra_roots)
+                .map_err(|e| format!("cannot set up the HTTPS proxy connector: {e}"))?;
+            let mut tunnel = Tunnel::new(proxy_uri, to_proxy);
             if let Some(auth) = intercept.basic_auth() {
                 tunnel = tunnel.with_auth(auth.clone());
             }
-            https_connector(tunnel)
+            https_connector(tunnel, &self.inner.extra_roots)
                 .map(|c| HyperClient::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(c))
                 .map_err(|e| format!("cannot set up the HTTPS proxy connector: {e}"))
         }))
     }
 }
 
-fn plain_connector() -> HttpConnector {
+pub(crate) fn plain_connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
     http
 }
 
-fn https_connector<C>(inner: C) -> Result<HttpsConnector<C>, Error> {
+pub(crate) fn https_connector<C>(
+    inner: C,
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<HttpsConnector<C>, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(provider)
-        .map_err(|e| Error::InvalidInput(format!("TLS setup failed: {e}")))?;
-    Ok(builder.https_or_http().enable_http1().wrap_connector(inner))
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    for cert in extra_roots {
+        roots
+            .add(cert.clone())
+            .map_err(|e| Error::InvalidInput(format!("ca_file: a certificate is not usable as a root: {e}")))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::InvalidInput(format!("TLS setup failed: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(inner))
+}
+
+/// Reads a PEM bundle of root certificates (`[aliyun] ca_file`); an unreadable file, a file
+/// without any `CERTIFICATE` block, or a malformed block is an error naming the file.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, Error> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display();
+    let bytes =
+        std::fs::read(path).map_err(|source| Error::Io { context: format!("reading ca_file {shown}"), source })?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::InvalidInput(format!("ca_file {shown}: not a PEM certificate bundle: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::InvalidInput(format!("ca_file {shown}: no -----BEGIN CERTIFICATE----- block found")));
+    }
+    Ok(certs)
+}
+
+/// The rustls error behind a failed connection, when the failure was the TLS handshake.
+fn tls_failure<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = next {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        // A custom io::Error hides its payload from `source()` (and may wrap another one).
+        next = match err.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
+            Some(inner) => Some(inner),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// One sentence for an operator: which host, which verification step failed, what to do.
+pub(crate) fn explain_tls_failure(host: &str, e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let step = match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "the certificate chain does not lead to a trusted root (unknown issuer)",
+            C::NotValidForName | C::NotValidForNameContext { .. } => "the certificate is not valid for this host name",
+            C::Expired | C::ExpiredContext { .. } => "the certificate has expired (or this node's clock is wrong)",
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "the certificate is not valid yet (or this node's clock is wrong)"
+            }
+            C::Revoked => "the certificate is revoked",
+            C::BadSignature => "a signature in the certificate chain does not verify",
+            C::BadEncoding => "the certificate cannot be decoded",
+            _ => "the server certificate was rejected",
+        },
+        _ => "the TLS handshake failed",
+    };
+    format!(
+        "TLS to {host} failed: {step} ({e}); if a TLS-inspecting proxy or a private CA signs this endpoint, \
+         add its CA bundle with [aliyun] ca_file = \"/path/to/ca.pem\""
+    )
 }
 
 /// Parses `url` and applies the scheme rule for `route`: https anywhere; http only to loopback
@@ -272,7 +363,7 @@ pub(crate) fn to_header_list(headers: &[(&str, String)]) -> Result<Vec<(HeaderNa
 }
 
 /// Display of an error and its sources, joined by `: ` (transport errors hide the cause otherwise).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -73,6 +73,48 @@ async fn https_call_goes_through_connect_proxy() {
 }
 
 #[tokio::test]
+async fn an_https_proxy_gets_tls_before_the_connect() {
+    // A proxy that speaks TLS with a private CA: the CONNECT line is read inside that TLS.
+    let identity = acr_emulator::tls::TlsIdentity::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, identity.ca_pem()).unwrap();
+    let acceptor = identity.acceptor();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proxy_task = tokio::spawn(async move {
+        let (sock, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor.accept(sock).await.expect("the client speaks TLS to the proxy");
+        let mut buf = vec![0u8; 4096];
+        let n = tls.read(&mut buf).await.unwrap();
+        tls.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.unwrap();
+        drop(tls);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    });
+    let matcher = Matcher::builder().https(format!("https://{addr}")).build();
+    let timeouts = Timeouts { metadata: Duration::from_millis(300), api: Duration::from_millis(2000) };
+    let t = Transport::with_roots(timeouts, Some(matcher), Arc::new(read_ca_file(&ca).unwrap())).unwrap();
+    let err = t.get("https://sts.example-region.aliyuncs.com/", &[]).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    let seen = proxy_task.await.unwrap();
+    assert!(seen.starts_with("CONNECT sts.example-region.aliyuncs.com:443 HTTP/1.1"), "{seen}");
+}
+
+#[test]
+fn tls_failures_name_the_step_and_ca_file() {
+    use rustls::CertificateError as C;
+    for (e, step) in [
+        (C::UnknownIssuer, "unknown issuer"),
+        (C::NotValidForName, "not valid for this host name"),
+        (C::Expired, "expired"),
+    ] {
+        let text = explain_tls_failure("sts.cn-hangzhou.aliyuncs.com", &rustls::Error::InvalidCertificate(e));
+        assert!(text.starts_with("TLS to sts.cn-hangzhou.aliyuncs.com failed"), "{text}");
+        assert!(text.contains(step) && text.contains("[aliyun] ca_file"), "{text}");
+    }
+}
+
+#[tokio::test]
 async fn get_returns_status_headers_body_and_sends_headers() {
     let server = TestServer::start(|_| respond(418, "teapot")).await;
     let t = transport(None);

@@ -100,6 +100,19 @@ fn stale_socket_says_nothing_is_listening() {
 }
 
 #[test]
+fn a_directory_or_regular_file_is_not_called_a_stale_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broker.sock");
+    std::fs::write(&file, "").unwrap();
+    for (path, what) in [(dir.path().to_path_buf(), "a directory"), (file, "regular file")] {
+        let msg =
+            BrokerClient::new(&path).with_retry_budget(Duration::ZERO).get_credentials("h").unwrap_err().to_string();
+        assert!(msg.contains(what) && msg.contains("ACR_BROKER_SOCKET"), "{msg}");
+        assert!(!msg.contains("stale"), "{msg}");
+    }
+}
+
+#[test]
 fn permission_hint_mentions_the_group() {
     let err = io::Error::from(io::ErrorKind::PermissionDenied);
     let hint = connect_hint(Path::new("/run/acr-broker/broker.sock"), &err);

@@ -152,3 +152,92 @@ fn metrics_may_bind_any_address_but_the_api_only_loopback() {
     assert_eq!(e.issues[0].key, "server.listen", "{e}");
     assert!(e.to_string().contains("only loopback"), "{e}");
 }
+
+#[test]
+fn vpc_network_in_a_region_without_a_vpc_address_names_the_key_to_set() {
+    let e = Config::from_toml("[aliyun]\nregion = \"cn-heyuan\"\nnetwork = \"vpc\"\n", "t").expect_err("no VPC");
+    let keys: Vec<&str> = e.issues.iter().map(|i| i.key.as_str()).collect();
+    assert!(keys.contains(&"aliyun.sts_endpoint") && keys.contains(&"aliyun.cr_endpoint"), "{e}");
+    // Setting the endpoints by hand is the way out.
+    let ok = "[aliyun]\nregion = \"cn-heyuan\"\nnetwork = \"vpc\"\nsts_endpoint = \"https://sts.example.internal\"\n\
+              cr_endpoint = \"https://cr.example.internal\"\n";
+    Config::from_toml(ok, "t").expect("explicit endpoints");
+    let e = Config::from_toml("[aliyun]\nregion = \"cn-hangzhou\"\nnetwork = \"private\"\n", "t").expect_err("bad");
+    assert_eq!(e.issues[0].key, "aliyun.network");
+}
+
+#[test]
+fn an_unknown_region_says_did_you_mean() {
+    let e = Config::from_toml("[aliyun]\nregion = \"cn-hangzou\"\n", "t").expect_err("typo");
+    assert_eq!(e.issues[0].line, Some(2));
+    assert!(e.to_string().contains("did you mean \"cn-hangzhou\""), "{e}");
+    // A region newer than the built-in list works once its STS address is given.
+    let newer = "[aliyun]\nregion = \"ap-newregion-1\"\nsts_endpoint = \"https://sts.ap-newregion-1.aliyuncs.com\"\n";
+    assert_eq!(Config::from_toml(newer, "t").expect("explicit STS").aliyun.region.as_str(), "ap-newregion-1");
+}
+
+#[test]
+fn unknown_keys_type_errors_and_semantic_problems_in_one_run() {
+    let text = "[server]\nsokcet = \"/x\"\nmax_connections = \"many\"\n[aliyun]\nregion = \"cn-hangzhou\"\n\
+                cr_endpoint = \"ftp://x\"\n[cache]\nrefresh_fraction = 2.0\n";
+    let e = Config::from_toml(text, "t").expect_err("four problems");
+    let got: Vec<(&str, Option<usize>)> = e.issues.iter().map(|i| (i.key.as_str(), i.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("server.sokcet", Some(2)),
+            ("server.max_connections", Some(3)),
+            ("aliyun.cr_endpoint", Some(6)),
+            ("cache.refresh_fraction", Some(8)),
+        ]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_profile_file_others_can_read_is_refused_by_check_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(&file, "[default]\ntype = access_key\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = format!(
+        "[identity]\nsource = \"profile\"\nprofile_file = \"{}\"\n[aliyun]\nregion = \"cn-hangzhou\"\n",
+        file.display()
+    );
+    let e = Config::from_toml(&text, "t").expect_err("mode 644");
+    assert_eq!(e.issues[0].key, "identity.profile_file");
+    assert!(e.to_string().contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Config::from_toml(&text, "t").expect("mode 600");
+}
+
+#[test]
+fn a_bad_default_annotation_points_at_its_line() {
+    let text = "[aliyun]\nregion = \"cn-hangzhou\"\n[defaults]\nacr_service_arns = [\"not-an-arn\"]\n";
+    let e = Config::from_toml(text, "t").expect_err("bad ARN");
+    assert_eq!(e.issues[0].key, "defaults.acr_service_arns");
+    assert_eq!(e.issues[0].line, Some(4));
+}
+
+#[test]
+fn mirror_is_off_by_default_and_loopback_only() {
+    assert!(Config::from_toml(MINIMAL, "t").expect("valid").mirror.is_none());
+    let ok = format!("{MINIMAL}[mirror]\nlisten = \"127.0.0.1:5005\"\nregistries = [\"Demo-Registry.cn-hangzhou.cr.aliyuncs.com\"]\n");
+    let m = Config::from_toml(&ok, "t").expect("valid").mirror.expect("mirror on");
+    assert_eq!(m.listen, "127.0.0.1:5005".parse().expect("addr"));
+    assert_eq!(m.registries, vec![String::from("demo-registry.cn-hangzhou.cr.aliyuncs.com")]);
+    assert_eq!(m.upstream_timeout, DEFAULT_MIRROR_UPSTREAM_TIMEOUT);
+    for (body, key) in [
+        ("listen = \"0.0.0.0:5005\"", "mirror.listen"),
+        ("listen = \"localhost\"", "mirror.listen"),
+        ("registries = []", "mirror.listen"),
+        ("listen = \"127.0.0.1:5005\"\nregistries = [\"a b\"]", "mirror.registries"),
+        ("listen = \"127.0.0.1:5005\"\nupstream_timeout_seconds = 0", "mirror.upstream_timeout_seconds"),
+        // A custom domain is served only with [defaults] acr_instance_ids.
+        ("listen = \"127.0.0.1:5005\"\nregistries = [\"registry.example.com\"]", "mirror.registries"),
+    ] {
+        let e = Config::from_toml(&format!("{MINIMAL}[mirror]\n{body}\n"), "t").expect_err(body);
+        assert!(e.issues.iter().any(|i| i.key == key), "{body}: {e}");
+    }
+}

@@ -106,7 +106,7 @@ fn from_map_rejects_a_key_given_twice() {
     assert!(err.to_string().contains("more than once"), "{err}");
 }
 
-/// One row per line of the policy table in the README and ARCHITECTURE.md (and the chain rules).
+/// One row per line of the README's policy table ("What gets served"), and the chain rules.
 #[test]
 fn plan_follows_the_policy_table() {
     let ee_host = "demo-registry.cn-shanghai.cr.aliyuncs.com";
@@ -299,4 +299,37 @@ proptest! {
             Err(e) => prop_assert!(a.service_arns.is_empty() && !a.user_arns.is_empty(), "{}", e),
         }
     }
+}
+
+#[test]
+fn a_misspelled_or_unprefixed_acr_key_is_refused_naming_the_three_keys() {
+    for key in [
+        "k8s.aliyun.com/acr-instance-id",
+        "k8s.aliyun.com/acr-service-arn",
+        "k8s.aliyun.com/ACR-user-arns",
+        "acr-instance-ids",
+        "acr_service_arns",
+    ] {
+        let err = Annotations::from_map([(key, CRI)]).unwrap_err();
+        assert_eq!(err.code(), "unknown_annotation", "{key}");
+        assert!(err.is_invalid_input(), "{key}: a 400");
+        let msg = err.to_string();
+        assert!(msg.contains(key), "{msg}");
+        for valid in ANNOTATION_KEYS {
+            assert!(msg.contains(valid), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn unrelated_annotation_keys_are_still_ignored() {
+    let a = Annotations::from_map([
+        ("kubernetes.io/psp", "x"),
+        ("k8s.aliyun.com/eci-use-specs", "2-4Gi"),
+        ("app", "acr-consumer"),
+        (INSTANCE_IDS_KEY, CRI),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.instance_ids.len(), 1);
 }

@@ -5,6 +5,7 @@
 //! a shutdown future, as in mini-redis. The caller check happens once, at accept, from the
 //! socket's peer credentials. Only this module turns [`BrokerError`]s into HTTP statuses.
 
+mod host_check;
 mod routes;
 
 use std::future::Future;
@@ -19,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
 use crate::broker::Broker;
+use crate::metrics::Metrics;
 
+pub use host_check::host_is_loopback;
 pub use routes::{error_status, MAX_BODY_BYTES};
 
 /// Who is on the other end of a connection.
@@ -33,6 +36,10 @@ pub struct Peer {
     pub gid: Option<u32>,
     /// False when the peer failed the uid/gid allow-list.
     pub allowed: bool,
+    /// The caller's address (loopback TCP only).
+    pub addr: Option<std::net::SocketAddr>,
+    /// The listener's port (loopback TCP only): the `Host` header must name it.
+    pub local_port: Option<u16>,
 }
 
 /// What `/readyz` reports: ready once the node identity was obtained and boot prefetch ended.
@@ -140,6 +147,7 @@ impl Acceptor for UnixAcceptor {
                 uid: Some(c.uid()),
                 gid: Some(c.gid()),
                 allowed: peer_allowed(c.uid(), c.gid(), &self.uids, &self.gids),
+                ..Peer::default()
             },
             Err(_) => Peer::default(),
         };
@@ -160,14 +168,82 @@ impl Acceptor for TcpAcceptor {
     }
 }
 
+/// Loopback TCP connections for listeners that hand out credentials (the TCP API, the registry
+/// mirror): the caller's uid comes from the kernel's socket table ([`crate::procnet`]) and is
+/// checked against the same allow-list as the unix socket; its gid is the uid's primary group.
+/// A caller the table does not list, or a non-loopback one, is refused.
+#[derive(Debug)]
+pub struct LoopbackTcpAcceptor {
+    /// The bound listener.
+    pub listener: tokio::net::TcpListener,
+    /// Allowed uids besides root.
+    pub uids: Vec<u32>,
+    /// Allowed gids (matched against the caller's primary group).
+    pub gids: Vec<u32>,
+}
+
+impl Acceptor for LoopbackTcpAcceptor {
+    type Stream = tokio::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<(Self::Stream, Peer)> {
+        let (stream, addr) = self.listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let ours = stream.local_addr()?;
+        let mut peer = Peer { addr: Some(addr), local_port: Some(ours.port()), ..Peer::default() };
+        if !addr.ip().is_loopback() {
+            return Ok((stream, peer));
+        }
+        let lookup = tokio::task::spawn_blocking(move || {
+            let uid = crate::procnet::peer_uid(addr, ours);
+            let gid = uid.as_ref().ok().copied().flatten().and_then(crate::procnet::primary_gid);
+            (uid, gid)
+        });
+        match lookup.await {
+            Ok((Ok(Some(uid)), gid)) => {
+                peer.uid = Some(uid);
+                peer.gid = gid;
+                peer.allowed = peer_allowed(uid, gid.unwrap_or(u32::MAX), &self.uids, &self.gids);
+            }
+            Ok((Ok(None), _)) => tracing::warn!(peer = %addr, "loopback caller not in the kernel socket table"),
+            Ok((Err(e), _)) => tracing::warn!(error = %e, "cannot read /proc/net/tcp to identify a loopback caller"),
+            Err(e) => tracing::warn!(error = %e, "peer lookup task failed"),
+        }
+        Ok((stream, peer))
+    }
+}
+
 /// Serves `role` on `acceptor` until `shutdown` resolves, then drains in-flight requests.
 pub async fn serve<A: Acceptor>(
-    mut acceptor: A,
+    acceptor: A,
     state: Arc<State>,
     role: Role,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let metrics = Arc::clone(state.broker.metrics());
+    let handler = move |req, peer| {
+        let st = Arc::clone(&state);
+        async move { routes::handle(req, &st, role, peer).await }
+    };
+    serve_with(acceptor, &metrics, limits, shutdown, handler).await
+}
+
+/// The accept loop every listener shares: connection cap, header timeout, the peer check's
+/// audit line, and a bounded graceful drain; `handler` answers each request (the API routes,
+/// or the registry mirror). A refused peer still reaches `handler` once (to answer 403).
+pub async fn serve_with<A, H, F, B>(
+    mut acceptor: A,
+    metrics: &Metrics,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) where
+    A: Acceptor,
+    H: Fn(http::Request<hyper::body::Incoming>, Peer) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = http::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -188,14 +264,14 @@ pub async fn serve<A: Acceptor>(
             },
         };
         if !peer.allowed {
-            state.broker.metrics().peer_denied();
+            metrics.peer_denied();
             tracing::warn!(target: "audit", pid = peer.pid, uid = peer.uid, gid = peer.gid,
-                "refused a caller not in server.allowed_uids / allowed_gids");
+                peer = ?peer.addr, "refused a caller not in server.allowed_uids / allowed_gids");
         }
-        let st = Arc::clone(&state);
+        let h = handler.clone();
         let service = service_fn(move |req| {
-            let st = Arc::clone(&st);
-            async move { Ok::<_, std::convert::Infallible>(routes::handle(req, &st, role, peer).await) }
+            let answer = h(req, peer);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())

@@ -127,6 +127,11 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             "this uid/gid may not use the acr-broker socket",
         );
     }
+    if role == Role::Api {
+        if let Some(r) = host_refusal(&req, peer) {
+            return r;
+        }
+    }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     match (role, &method, path.as_str()) {
@@ -250,6 +255,23 @@ pub async fn handle(req: Request<hyper::body::Incoming>, state: &Arc<State>, rol
             error_reply(StatusCode::NOT_FOUND, "unknown_route", &format!("no route {method} {}", truncate(&path, 128)))
         }
     }
+}
+
+/// On a loopback TCP listener, the 421 for a request whose `Host` is not a loopback name for
+/// this port: the DNS-rebinding defence ([`super::host_is_loopback`]). Unix-socket requests pass.
+fn host_refusal<B>(req: &Request<B>, peer: Peer) -> Option<Reply> {
+    let port = peer.local_port?;
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+    if super::host_is_loopback(host, port) {
+        return None;
+    }
+    tracing::warn!(target: "audit", peer = ?peer.addr, uid = peer.uid, host = ?host.map(|h| truncate(h, 128)),
+        "refused a request whose Host is not a loopback name (DNS rebinding defence)");
+    Some(error_reply(
+        StatusCode::MISDIRECTED_REQUEST,
+        "host_not_loopback",
+        &format!("Host must be 127.0.0.1:{port}, [::1]:{port} or localhost:{port} on this listener"),
+    ))
 }
 
 async fn serve_credentials(

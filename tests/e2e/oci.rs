@@ -1,6 +1,6 @@
 //! A tiny, byte-reproducible OCI image layout built in Rust (no base image, no external tools):
 //! one gzip layer holding `usr/share/nginx/html/index.html`, a config and a manifest tagged `1.0`
-//! (the same shape as e2e-harness.md §3). Not runnable; it only has to round-trip a registry.
+//! (an nginx-like single-layer image). Not runnable; it only has to round-trip a registry.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,8 @@ pub struct OciImage {
     pub config_digest: String,
     /// The manifest bytes as pushed.
     pub manifest: Vec<u8>,
+    /// Every layer's digest, in order.
+    pub layer_digests: Vec<String>,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -62,7 +64,100 @@ pub fn build(dir: &Path) -> std::io::Result<OciImage> {
     );
     std::fs::write(dir.join("index.json"), index)?;
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    Ok(OciImage { dir: dir.to_path_buf(), manifest_digest, layer_digest, config_digest, manifest })
+    let layer_digests = vec![layer_digest.clone()];
+    Ok(OciImage { dir: dir.to_path_buf(), manifest_digest, layer_digest, config_digest, manifest, layer_digests })
+}
+
+/// An image layout under `dir` tagged `tag` with one uncompressed tar layer per entry of
+/// `sizes` (each holding one file of that many pseudo-random bytes), streamed to disk so a
+/// 512 MiB layer costs no memory; `layer_digest` is the largest layer.
+pub fn build_layers(dir: &Path, tag: &str, sizes: &[u64]) -> std::io::Result<OciImage> {
+    use std::io::Write;
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs)?;
+    let mut layers = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        let tmp = blobs.join(format!(".layer{i}.tmp"));
+        let mut out =
+            HashingWriter { file: std::io::BufWriter::new(std::fs::File::create(&tmp)?), hash: Sha256::new(), len: 0 };
+        out.write_all(&tar_header(&format!("./layer{i}.bin"), 0o644, size as usize, b'0'))?;
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ (i as u64 + 1);
+        let mut chunk = vec![0u8; 1 << 16];
+        let mut left = size;
+        while left > 0 {
+            for word in chunk.chunks_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                word.copy_from_slice(&state.to_le_bytes()[..word.len()]);
+            }
+            let n = left.min(chunk.len() as u64) as usize;
+            out.write_all(&chunk[..n])?;
+            left -= n as u64;
+        }
+        let pad = (512 - (size % 512) as usize) % 512 + 1024;
+        out.write_all(&vec![0u8; pad])?;
+        out.file.flush()?;
+        let digest = format!("sha256:{}", data_encoding::HEXLOWER.encode(&out.hash.finalize()));
+        std::fs::rename(&tmp, blobs.join(&digest["sha256:".len()..]))?;
+        layers.push((digest, out.len));
+    }
+    let put = |bytes: &[u8]| -> std::io::Result<String> {
+        let digest = sha256_digest(bytes);
+        std::fs::write(blobs.join(&digest["sha256:".len()..]), bytes)?;
+        Ok(digest)
+    };
+    let diff_ids: Vec<String> = layers.iter().map(|(d, _)| format!("\"{d}\"")).collect();
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Cmd":["/bin/true"]}},"rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+        diff_ids.join(",")
+    );
+    let config_digest = put(config.as_bytes())?;
+    let layer_json: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
+        .collect();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{}]}}"#,
+        config.len(),
+        layer_json.join(",")
+    )
+    .into_bytes();
+    let manifest_digest = put(&manifest)?;
+    let index = format!(
+        r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{manifest_digest}","size":{},"annotations":{{"org.opencontainers.image.ref.name":"{tag}"}}}}]}}"#,
+        manifest.len()
+    );
+    std::fs::write(dir.join("index.json"), index)?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let largest = layers.iter().max_by_key(|(_, n)| *n).map(|(d, _)| d.clone()).unwrap_or_default();
+    Ok(OciImage {
+        dir: dir.to_path_buf(),
+        manifest_digest,
+        layer_digest: largest,
+        config_digest,
+        manifest,
+        layer_digests: layers.into_iter().map(|(d, _)| d).collect(),
+    })
+}
+
+/// Writes through to a file while hashing and counting.
+struct HashingWriter {
+    file: std::io::BufWriter<std::fs::File>,
+    hash: Sha256,
+    len: u64,
+}
+
+impl std::io::Write for HashingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// The layer as an uncompressed ustar archive: directories, then the file; mtime 0, root owner.
@@ -136,6 +231,26 @@ pub const EXPECTED_MANIFEST_DIGEST: &str = "sha256:d5d66199bf0e1125a681bd13cf58a
 #[test]
 fn crc32_matches_the_standard_check_value() {
     assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+}
+
+#[test]
+fn multi_layer_layouts_are_reproducible_and_unpack() {
+    let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let x = build_layers(a.path(), "multi", &[1000, 70_000, 3]).expect("build a");
+    let y = build_layers(b.path(), "multi", &[1000, 70_000, 3]).expect("build b");
+    assert_eq!(x.manifest_digest, y.manifest_digest);
+    assert_eq!(x.layer_digests.len(), 3);
+    assert_eq!(x.layer_digest, x.layer_digests[1], "the largest layer");
+    let layer = a.path().join("blobs/sha256").join(&x.layer_digests[1]["sha256:".len()..]);
+    assert_eq!(sha256_digest(&std::fs::read(&layer).expect("layer")), x.layer_digests[1]);
+    if Path::new("/bin/tar").exists() {
+        let out = a.path().join("unpacked");
+        std::fs::create_dir_all(&out).expect("mkdir");
+        let status =
+            std::process::Command::new("/bin/tar").arg("-xf").arg(&layer).arg("-C").arg(&out).status().expect("tar");
+        assert!(status.success());
+        assert_eq!(std::fs::metadata(out.join("layer1.bin")).expect("file").len(), 70_000);
+    }
 }
 
 #[test]

@@ -28,7 +28,9 @@ pub struct Registry {
     child: Child,
 }
 
-/// A port the OS just handed out on 127.0.0.1 (bound, then released).
+/// A port the OS just handed out on 127.0.0.1 (bound, then released). Another process may
+/// take it before our child binds it: [`Registry::start`] checks that its own child is the
+/// listener and says `None` on a collision, and the caller picks again.
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local addr").port()
@@ -36,8 +38,10 @@ pub fn free_port() -> u16 {
 
 impl Registry {
     /// Writes the config under `dir`, starts `docker-registry serve` on `127.0.0.1:port` and waits
-    /// (at most 10 s) until `GET /v2/` answers 401 with a Bearer challenge.
-    pub async fn start(dir: &Path, port: u16, auth: &TokenAuth<'_>) -> Registry {
+    /// (at most 10 s) until our child is the one listening there (kernel socket table) and
+    /// `GET /v2/` answers 401 with a Bearer challenge. `None`: the port was taken by someone
+    /// else (pick another port and try again).
+    pub async fn start(dir: &Path, port: u16, auth: &TokenAuth<'_>) -> Option<Registry> {
         std::fs::create_dir_all(dir.join("data")).expect("registry data dir");
         let bundle = dir.join("token-signer.pem");
         std::fs::write(&bundle, auth.cert_pem).expect("write rootcertbundle");
@@ -67,15 +71,35 @@ impl Registry {
             .spawn()
             .expect("spawn docker-registry");
         let mut registry = Registry { host, dir: dir.to_path_buf(), child };
-        registry.wait_ready(Duration::from_secs(10)).await;
-        registry
+        registry.wait_ready(Duration::from_secs(10)).await.then_some(registry)
     }
 
-    async fn wait_ready(&mut self, limit: Duration) {
+    /// False on a port collision (our child could not bind, or a stranger holds the port).
+    async fn wait_ready(&mut self, limit: Duration) -> bool {
         let started = Instant::now();
+        let addr: std::net::SocketAddr = self.host.parse().expect("registry addr");
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                if self.log().contains("address already in use") {
+                    eprintln!("[e2e] port {} was taken before docker-registry bound it; retrying", addr.port());
+                    return false;
+                }
                 panic!("docker-registry exited early ({status}); log:\n{}", self.log());
+            }
+            if !acr_broker::procnet::pid_listens_on(self.child.id(), addr) {
+                if started.elapsed() > Duration::from_secs(2)
+                    && acr_broker::procnet::listener_inode(addr).ok().flatten().is_some()
+                {
+                    eprintln!("[e2e] another process listens on {addr}; retrying on another port");
+                    return false;
+                }
+                assert!(
+                    started.elapsed() < limit,
+                    "docker-registry not listening after {limit:?}; log:\n{}",
+                    self.log()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
             if let Ok(a) = super::http::get(&self.host, "/v2/", &[]).await {
                 assert_eq!(a.status, 401, "GET /v2/ should ask for a token; log:\n{}", self.log());
@@ -84,7 +108,7 @@ impl Registry {
                     "challenge: {}",
                     a.header("www-authenticate")
                 );
-                return;
+                return true;
             }
             assert!(started.elapsed() < limit, "docker-registry not ready after {limit:?}; log:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -263,3 +263,90 @@ pub async fn run_with_stdin(
 pub fn shared<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
+
+/// `setpriv`, where Debian's util-linux puts it.
+pub fn setpriv_bin() -> Option<PathBuf> {
+    ["/usr/bin/setpriv", "/bin/setpriv"].iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+/// `curl URL` run as `uid:gid` (setpriv, no supplementary groups) with extra curl arguments
+/// (e.g. `--unix-socket PATH`); returns (HTTP status, body). Needs root, setpriv and curl.
+pub async fn curl_as(uid: u32, gid: u32, url: &str, extra: &[&str]) -> (u16, String) {
+    let setpriv = setpriv_bin().expect("setpriv");
+    let out = tokio::process::Command::new(setpriv)
+        .args([format!("--reuid={uid}"), format!("--regid={gid}"), "--clear-groups".into(), "curl".into()])
+        .args(["-sS", "--max-time", "20", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .await
+        .expect("run setpriv curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+    assert!(out.status.success(), "curl as {uid}:{gid} failed: {text} {}", String::from_utf8_lossy(&out.stderr));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// One `GET path` over a fresh loopback TCP connection with a `Host` header of our choosing
+/// (as a browser after DNS rebinding would send it): (status, headers, body).
+pub async fn tcp_get_with_host(addr: std::net::SocketAddr, host: &str, path: &str) -> (u16, http::HeaderMap, Bytes) {
+    tcp_request(addr, "GET", path, &[("host", host)]).await
+}
+
+/// One request over a fresh loopback TCP connection, with exactly the headers given (`host`
+/// included): (status, headers, body).
+pub async fn tcp_request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect TCP listener");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let mut b = http::Request::builder().method(method).uri(target);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::new())).expect("request");
+    let resp = send.send_request(req).await.expect("send");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, headers, body)
+}
+
+/// Logs of this process (the in-process daemons), captured at TRACE level.
+pub fn captured_logs() -> Arc<std::sync::Mutex<Vec<u8>>> {
+    static BUF: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    BUF.get_or_init(|| {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .try_init();
+        buf
+    })
+    .clone()
+}
+
+/// Where [`captured_logs`] writes.
+pub struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The captured logs as text.
+pub fn logs_text(buf: &Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+    String::from_utf8_lossy(&buf.lock().expect("log buffer")).into_owned()
+}

@@ -1,4 +1,4 @@
-//! Reference vectors (aliyun-api.md §1.4, vectors.txt) accepted; each tampering rejected.
+//! Reference vectors (the V3 signature specification's examples) accepted; each tampering rejected.
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! ECS instance RAM role credentials from the metadata service (`reference/aliyun-api.md` §3.1).
+//! ECS instance RAM role credentials from the metadata service (ECS "instance RAM role" docs).
 //!
 //! Hardened mode first: `PUT /latest/api/token`, then GETs carrying the token. When the PUT
 //! fails the source falls back to plain GETs, unless IMDSv1 is disabled.

@@ -3,8 +3,10 @@
 //!
 //! Each source answers "give me credentials now"; caching and refresh-ahead live in the broker's
 //! cache, not here. [`DefaultChain::from_env`] picks a source the way the official SDKs do
-//! (env AK → OIDC/RRSA → credentials file → ECS metadata, first configured wins;
-//! `reference/aliyun-api.md` §3.2; the aliyun-CLI `config.json` step is not implemented).
+//! (env AK → OIDC/RRSA → credentials file → ECS metadata, first configured wins, as in
+//! aliyun/credentials-go `providers/default.go`; the aliyun-CLI `config.json` step is not
+//! implemented). The STS address the OIDC exchange uses honours the SDK variables
+//! [`StsEnv`] reads; the client is built with them in `crate::egress`.
 
 mod ecs;
 mod oidc;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 pub use ecs::EcsRamRoleSource;
 pub use oidc::OidcSource;
-pub use profile::{validate_profile_name, ProfileSource, DEFAULT_FILES, DEFAULT_PROFILE};
+pub use profile::{profile_file_problem, validate_profile_name, ProfileSource, DEFAULT_FILES, DEFAULT_PROFILE};
 
 use super::{Client, Credentials, Error};
 use crate::secret::Secret;
@@ -61,6 +63,29 @@ pub mod env_vars {
     pub const CREDENTIALS_FILE: &str = "ALIBABA_CLOUD_CREDENTIALS_FILE";
     /// Section of the credentials file to use; default `default`.
     pub const PROFILE: &str = "ALIBABA_CLOUD_PROFILE";
+}
+
+/// The official SDKs' STS address variables (`ALIBABA_CLOUD_STS_REGION`,
+/// `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED`), read as aliyun/credentials-go `providers/oidc.go` does:
+/// a region gives `sts.{region}.aliyuncs.com`, and `true` (any case) makes it `sts-vpc.`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StsEnv {
+    /// `ALIBABA_CLOUD_STS_REGION`, when set and non-empty.
+    pub region: Option<String>,
+    /// `ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED=true`.
+    pub vpc: bool,
+}
+
+impl StsEnv {
+    /// Name of the STS region variable.
+    pub const REGION: &'static str = "ALIBABA_CLOUD_STS_REGION";
+    /// Name of the VPC switch variable.
+    pub const VPC_ENABLED: &'static str = "ALIBABA_CLOUD_VPC_ENDPOINT_ENABLED";
+
+    /// Reads both variables.
+    pub fn from_lookup(lookup: EnvLookup<'_>) -> StsEnv {
+        StsEnv { region: non_empty(lookup, Self::REGION), vpc: is_true(lookup, Self::VPC_ENABLED) }
+    }
 }
 
 /// Session name used when none is configured.

@@ -128,6 +128,13 @@ pub fn validate_profile_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// What the daemon would refuse about an existing credentials file (its mode), or `None` when
+/// the file is fine or absent (it may be written after the config). Used by `check-config`.
+pub fn profile_file_problem(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    check_mode(path, &meta).err().map(|e| e.to_string())
+}
+
 /// Refuses a file that group or others may read or write, as ssh does for private keys.
 #[cfg(unix)]
 fn check_mode(path: &Path, meta: &std::fs::Metadata) -> Result<(), Error> {

@@ -1,6 +1,7 @@
 //! A validator for kubelet `CredentialProviderConfig` v1 documents, following kubernetes
-//! pkg/credentialprovider/plugin/config.go `validateCredentialProviderConfig` (see
-//! reference/protocols.md §2.4), plus its own tests on inline documents.
+//! pkg/credentialprovider/plugin/config.go `validateCredentialProviderConfig`, plus its own
+//! tests on inline documents. Shared by `acr-broker doctor` and the packaging tests, which
+//! check the shipped docker/credential-provider-config.yaml with it.
 //!
 //! Stricter than the kubelet in two places, on purpose: a provider name may not contain `.` at
 //! all (the kubelet rejects only `.` and `..`), and a `matchImages` entry may not carry a scheme

@@ -95,6 +95,60 @@ async fn run() {
             cpu_s / wall * 100.0
         );
     }
+    // Part 1b: a warm credential against the daemon's own /healthz, same run, closed loop,
+    // rounds interleaved so drift on a noisy machine hits every target alike.
+    let cmp_conns: usize = common::env_or("CMP_CONNECTIONS", 32);
+    let cmp_seconds: f64 = common::env_or("CMP_SECONDS", 3.0);
+    let cmp_rounds: usize = common::env_or("CMP_ROUNDS", 3);
+    let targets: Vec<(&str, Arc<Vec<Ask>>)> = vec![
+        ("GET /healthz", Arc::new(vec![Ask::Get(String::from("/healthz"))])),
+        ("GET /v1/credentials/{registry}", Arc::new(vec![Ask::new(common::DEMO_HOST, None)])),
+        ("POST /v1/credentials (annotations)", Arc::new(vec![Ask::new(common::DEMO_HOST, Some(svc))])),
+    ];
+    println!("\n== credentials vs health: {cmp_conns} keep-alive connections, closed loop, {cmp_rounds} rounds x {cmp_seconds} s each ==");
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+    for _ in 0..cmp_rounds {
+        for (i, (_, asks)) in targets.iter().enumerate() {
+            let mut conns = Vec::with_capacity(cmp_conns);
+            for _ in 0..cmp_conns {
+                conns.push(Conn::connect(&daemon.socket).await.expect("connect"));
+            }
+            let started = Instant::now();
+            let (lat, errors) = drive(conns, asks, Duration::from_secs_f64(cmp_seconds), &stop, None).await;
+            assert_eq!(errors, 0, "every answer is a 200");
+            rates[i].push(lat.len() as f64 / started.elapsed().as_secs_f64());
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let health = median(&rates[0]);
+    for (i, (name, _)) in targets.iter().enumerate() {
+        let m = median(&rates[i]);
+        println!(
+            "{name:<36} median {m:>8.0} answers/s  ({:.2}x /healthz)  rounds {:?}",
+            m / health,
+            rates[i].iter().map(|r| r.round()).collect::<Vec<_>>()
+        );
+    }
+    for (name, asks) in &targets[1..] {
+        let mut conns = Vec::with_capacity(cmp_conns);
+        for _ in 0..cmp_conns {
+            conns.push(Conn::connect(&daemon.socket).await.expect("connect"));
+        }
+        let (mut lat, errors) = drive(conns, asks, Duration::from_secs_f64(seconds), &stop, Some(rate)).await;
+        lat.sort_unstable();
+        println!(
+            "{name:<36} paced {rate:.0}/s: {} answers, p50 {}  p99 {}  p99.9 {} (errors {errors})",
+            lat.len(),
+            common::ms(common::percentile(&lat, 50.0)),
+            common::ms(common::percentile(&lat, 99.0)),
+            common::ms(common::percentile(&lat, 99.9)),
+        );
+    }
+
     let upstream_after = emu.counters();
     println!("upstream calls during the runs: {}", if upstream_before == upstream_after { "none" } else { "SOME" });
     println!("daemon RSS after load: {:.1} MiB", common::rss_bytes(daemon.pid()) as f64 / 1048576.0);

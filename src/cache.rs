@@ -224,14 +224,26 @@ where
     ///
     /// The hot path tries this first so a hit clones no key and builds no loader.
     pub async fn get_fresh(&self, key: &K) -> Option<Arc<T>> {
+        self.get_fresh_until(key).await.map(|(value, _)| value)
+    }
+
+    /// Like [`get_fresh`](Self::get_fresh), with the time until which the value stays fresh
+    /// (its refresh point, never past its usable time): a caller may hand it out again until then.
+    pub async fn get_fresh_until(&self, key: &K) -> Option<(Arc<T>, SystemTime)> {
         let now = self.clock.now();
         match self.inner.get(key).await {
             Some(Slot::Ready(entry)) if entry.schedule.is_usable(now) && !entry.schedule.should_refresh(now) => {
                 self.counters.record(CacheEvent::Hit);
-                Some(Arc::clone(&entry.value))
+                Some((Arc::clone(&entry.value), entry.schedule.refresh_at.min(entry.schedule.usable_until)))
             }
             _ => None,
         }
+    }
+
+    /// Counts a hit served from a copy of this cache's value held elsewhere (the broker's
+    /// answer cache), so the hit counters stay true.
+    pub fn record_hit(&self) {
+        self.counters.record(CacheEvent::Hit);
     }
 
     /// Like [`get_or_load`](Self::get_or_load), but accepts only an entry fetched within the

@@ -38,8 +38,10 @@ const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.0
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: IntCounterVec,
-    request_duration: HistogramVec,
+    /// `acr_broker_requests_total` per (surface, outcome), resolved once: `[s * OUTCOMES.len() + o]`.
+    requests_by: Vec<prometheus::IntCounter>,
+    /// `acr_broker_request_duration_seconds` per surface, resolved once.
+    duration_by: Vec<prometheus::Histogram>,
     cache_hits: IntCounterVec,
     cache_misses: IntCounterVec,
     cache_coalesced: IntCounterVec,
@@ -210,10 +212,16 @@ impl Metrics {
                 upstream_calls.with_label_values(&[a, o]);
             }
         }
+        let requests_by = SURFACES
+            .iter()
+            .flat_map(|s| OUTCOMES.iter().map(move |o| (*s, *o)))
+            .map(|(s, o)| requests.with_label_values(&[s, o]))
+            .collect();
+        let duration_by = SURFACES.iter().map(|s| request_duration.with_label_values(&[s])).collect();
         Metrics {
             registry,
-            requests,
-            request_duration,
+            requests_by,
+            duration_by,
             cache_hits,
             cache_misses,
             cache_coalesced,
@@ -265,9 +273,15 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn observe_request(&self, surface: &str, outcome: &str, took: Duration) {
-        let surface = if SURFACES.contains(&surface) { surface } else { "api" };
-        self.requests.with_label_values(&[surface, outcome]).inc();
-        self.request_duration.with_label_values(&[surface]).observe(took.as_secs_f64());
+        // Series resolved at start: no label hashing or map lock on the request path.
+        let s = SURFACES.iter().position(|x| *x == surface).unwrap_or(0);
+        let o = OUTCOMES.iter().position(|x| *x == outcome).unwrap_or(OUTCOMES.len() - 1);
+        if let Some(c) = self.requests_by.get(s * OUTCOMES.len() + o) {
+            c.inc();
+        }
+        if let Some(h) = self.duration_by.get(s) {
+            h.observe(took.as_secs_f64());
+        }
     }
 
     /// Counts one upstream call and its latency.

@@ -84,6 +84,20 @@ fn injected(state: &State, action: &str, throttle: bool) -> Option<ApiError> {
     (throttle && knobs.throttle_all).then(|| ApiError::throttled(1000))
 }
 
+/// Waits `latency`, precisely: tokio's timer wheels wake up to a millisecond or two late, which
+/// over a chain of calls would be charged to the broker. The timer sleeps until 2 ms before the
+/// deadline and a blocking-pool thread sleeps the rest (the OS timer is precise to microseconds).
+async fn delay(latency: Duration) {
+    let deadline = std::time::Instant::now() + latency;
+    if let Some(coarse) = latency.checked_sub(Duration::from_millis(2)) {
+        tokio::time::sleep(coarse).await;
+    }
+    let rest = deadline.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 /// Serves one request.
 pub async fn handle(state: Arc<State>, req: Incoming) -> Reply {
     if req.path.starts_with("/__admin/") {
@@ -91,7 +105,7 @@ pub async fn handle(state: Arc<State>, req: Incoming) -> Reply {
     }
     let latency = state.knobs().latency_ms;
     if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+        delay(Duration::from_millis(latency)).await;
     }
     let (prefix_region, inner) = match split_region(&req.path) {
         Ok(x) => x,

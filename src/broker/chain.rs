@@ -21,6 +21,9 @@ use crate::upstream::Api;
 
 type Shared<T> = Result<T, Arc<BrokerError>>;
 
+/// A credential, how the cache served it, and (on a fresh hit) until when it stays fresh.
+type Got = (Arc<Issued>, Outcome, Option<std::time::SystemTime>);
+
 /// Largest DurationSeconds STS accepts for a chained hop.
 const CHAINED_MAX_SECONDS: u32 = 3600;
 
@@ -70,31 +73,26 @@ impl Broker {
         chain: &ChainKey,
         sa: Option<&Secret>,
     ) -> Shared<(Answer, CredKey)> {
-        let (region, target) = match &plan.target {
-            Target::Personal { region } => (region.clone(), TargetKey::Personal),
-            Target::Enterprise { region, instance } => match instance {
-                InstanceSelector::ByName(name) => {
-                    (region.clone(), TargetKey::Instance(self.instance_by_name(region, name, chain, sa).await?))
-                }
-                InstanceSelector::ById(id) => (region.clone(), TargetKey::Instance(id.clone())),
-                InstanceSelector::CustomDomain { candidates } => {
-                    let (region, id) = self.owner_of(plan, candidates, chain, sa).await?;
-                    (region, TargetKey::Instance(id))
-                }
-            },
-        };
-        let key = CredKey { region, target, chain: chain.clone() };
-        // A fresh hit skips building the loader (no key clone, no closure).
-        let (credential, outcome) = match self.credentials.get_fresh(&key).await {
-            Some(credential) => (credential, Outcome::Hit),
-            None => {
-                let (this, k, token) = (Arc::clone(self), key.clone(), sa.cloned());
-                self.credentials
-                    .get_or_load(&key, move || {
-                        let (this, k, token) = (Arc::clone(&this), k.clone(), token.clone());
-                        async move { this.load_credential(&k, token.as_ref()).await }
-                    })
-                    .await?
+        let (key, (credential, outcome, fresh_until)) = match &plan.target {
+            Target::Personal { region } => {
+                let key = CredKey { region: region.clone(), target: TargetKey::Personal, chain: chain.clone() };
+                let got = self.credential(&key, sa).await?;
+                (key, got)
+            }
+            Target::Enterprise { region, instance: InstanceSelector::ByName(name) } => {
+                let id = self.instance_by_name(region, name, chain, sa).await?;
+                let key = CredKey { region: region.clone(), target: TargetKey::Instance(id), chain: chain.clone() };
+                let got = self.credential(&key, sa).await?;
+                (key, got)
+            }
+            Target::Enterprise { region, instance: InstanceSelector::ById(id) } => {
+                let key =
+                    CredKey { region: region.clone(), target: TargetKey::Instance(id.clone()), chain: chain.clone() };
+                let got = self.credential(&key, sa).await?;
+                (key, got)
+            }
+            Target::Enterprise { instance: InstanceSelector::CustomDomain { candidates }, .. } => {
+                self.custom_domain_credential(plan, candidates, chain, sa).await?
             }
         };
         let answer = Answer {
@@ -103,8 +101,63 @@ impl Broker {
             chain: chain_arns(chain),
             outcome,
             via_service_account: matches!(chain.base, Base::ServiceAccount(_)),
+            fresh_until,
         };
         Ok((answer, key))
+    }
+
+    /// The credential for `key`, from the cache or loaded once for all callers.
+    async fn credential(self: &Arc<Self>, key: &CredKey, sa: Option<&Secret>) -> Shared<Got> {
+        // A fresh hit skips building the loader (no key clone, no closure).
+        if let Some((credential, until)) = self.credentials.get_fresh_until(key).await {
+            return Ok((credential, Outcome::Hit, Some(until)));
+        }
+        let (this, k, token) = (Arc::clone(self), key.clone(), sa.cloned());
+        let (credential, outcome) = self
+            .credentials
+            .get_or_load(key, move || {
+                let (this, k, token) = (Arc::clone(&this), k.clone(), token.clone());
+                async move { this.load_credential(&k, token.as_ref()).await }
+            })
+            .await?;
+        Ok((credential, outcome, None))
+    }
+
+    /// A custom domain: which listed instance owns it (ListInstanceEndpoint) and that
+    /// instance's credential (GetAuthorizationToken) need only the instance id and the session,
+    /// so the first candidate's credential is fetched while ownership is checked. It is handed
+    /// out only if that instance turns out to own the domain; otherwise it stays cached under
+    /// its instance (where it is valid) and the owner's credential is fetched.
+    async fn custom_domain_credential(
+        self: &Arc<Self>,
+        plan: &Plan,
+        candidates: &[InstanceRef],
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+    ) -> Shared<(CredKey, Got)> {
+        let Some(first) = candidates.first() else {
+            return Err(Arc::new(BrokerError::NotOurs { host: plan.host.as_str().to_owned(), reason: None }));
+        };
+        let first_region = first.region.clone().unwrap_or_else(|| plan.default_region.clone());
+        // When the first candidate's answer is cached there is nothing to overlap.
+        let lookup = (plan.host.as_str().to_owned(), first_region.clone(), first.id.clone(), chain.clone());
+        if matches!(self.domains.peek(&lookup).await, crate::cache::Peek::Ready { .. }) {
+            let (region, id) = self.owner_of(plan, candidates, chain, sa).await?;
+            let key = CredKey { region, target: TargetKey::Instance(id), chain: chain.clone() };
+            let got = self.credential(&key, sa).await?;
+            return Ok((key, got));
+        }
+        let speculative_key =
+            CredKey { region: first_region, target: TargetKey::Instance(first.id.clone()), chain: chain.clone() };
+        let (owner, speculative) =
+            tokio::join!(self.owner_of(plan, candidates, chain, sa), self.credential(&speculative_key, sa));
+        let (region, id) = owner?;
+        let key = CredKey { region, target: TargetKey::Instance(id), chain: chain.clone() };
+        if key == speculative_key {
+            return Ok((key, speculative?));
+        }
+        let got = self.credential(&key, sa).await?;
+        Ok((key, got))
     }
 
     /// Mints a registry credential with a freshly assumed last hop.
@@ -195,6 +248,7 @@ impl Broker {
             }
         }
         self.node_identity.invalidate(&()).await;
+        self.forget_answers();
         let fresh = self.node_credentials().await.ok()?;
         tracing::info!(changed = differs(&fresh), "node identity read again after an authentication failure");
         differs(&fresh).then_some(fresh)
@@ -343,6 +397,7 @@ impl Broker {
             return;
         }
         tracing::warn!(hop = i, "upstream says a cached session expired (node clock behind?); dropping it");
+        self.forget_answers();
         match (&chain.base, i) {
             (Base::Node, 0) => self.node_identity.invalidate(&()).await,
             _ => {

@@ -1,6 +1,7 @@
 //! From a request to a credential: resolve the host, apply the policy, then walk the plan through
 //! the caches. This module and [`chain`] are the only code that walks a role chain.
 
+mod answers;
 mod chain;
 mod error;
 pub mod explain;
@@ -99,6 +100,8 @@ pub struct Answer {
     pub outcome: Outcome,
     /// True when the chain started from a kubelet-supplied service-account token.
     pub via_service_account: bool,
+    /// Set on a fresh cache hit: until then the same request may be answered the same way.
+    pub fresh_until: Option<SystemTime>,
 }
 
 /// Whose identity starts a chain.
@@ -223,6 +226,8 @@ pub struct Broker {
     dead_regions: moka::sync::Cache<Region, Arc<BrokerError>>,
     /// Credentials a registry refused recently: each is dropped and re-fetched once per window.
     refused: moka::sync::Cache<CredKey, ()>,
+    /// Answers repeated to identical requests while their credential is fresh.
+    answers: answers::AnswerCache,
     working_chain: moka::sync::Cache<u64, usize>,
     /// One shared copy of each distinct role chain, so cache keys do not each hold their own.
     interned_chains: moka::sync::Cache<Arc<[RoleArn]>, Arc<[RoleArn]>>,
@@ -261,6 +266,7 @@ impl Broker {
             ),
             dead_regions: moka::sync::Cache::builder().max_capacity(small).time_to_live(c.negative_ttl).build(),
             refused: moka::sync::Cache::builder().max_capacity(small).time_to_live(REFUSAL_WINDOW).build(),
+            answers: answers::AnswerCache::default(),
             working_chain: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             interned_chains: moka::sync::Cache::builder().max_capacity(small).time_to_idle(c.idle).build(),
             session_name: session_name_for_host(),
@@ -296,7 +302,22 @@ impl Broker {
 
     /// Credentials for one request: the policy decides, the caches answer.
     pub async fn credentials(self: &Arc<Self>, req: &CredentialRequest) -> Result<Answer, Arc<BrokerError>> {
-        self.credentials_keyed(req).await.map(|(answer, _)| answer)
+        let repeat = answers::AnswerCache::key(req);
+        let now = self.now();
+        if let Some(answer) = repeat.as_deref().and_then(|k| self.answers.get(k, now)) {
+            self.credentials.record_hit();
+            return Ok(answer);
+        }
+        let (answer, _) = self.credentials_keyed(req).await?;
+        if let (Some(key), Some(until)) = (repeat, answer.fresh_until) {
+            self.answers.put(key, &answer, until, now);
+        }
+        Ok(answer)
+    }
+
+    /// Forgets the answers repeated to identical requests (something they were built on changed).
+    fn forget_answers(&self) {
+        self.answers.forget_all();
     }
 
     /// [`credentials`](Self::credentials), with the cache key that holds the answer.

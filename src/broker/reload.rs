@@ -95,8 +95,10 @@ impl Broker {
             Ok(mut slot) => *slot = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
+        // New defaults, realm hosts or margins change what a repeated answer would be.
+        self.forget_answers();
         if summary.caches_dropped {
-            self.drop_everything_cached();
+            self.clear_caches();
         }
         if cache_changed {
             summary.caches_replanned = !summary.caches_dropped;
@@ -109,7 +111,10 @@ impl Broker {
         Ok(summary)
     }
 
-    fn drop_everything_cached(&self) {
+    /// Drops every cached value: what a reload with a new identity does, and what a benchmark
+    /// of the cold path needs.
+    pub fn clear_caches(&self) {
+        self.forget_answers();
         self.node_identity.clear();
         self.sessions.clear();
         self.instances.clear();

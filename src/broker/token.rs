@@ -122,6 +122,7 @@ impl Broker {
                     if !refetched && self.refused.get(&key).is_none() {
                         self.refused.insert(key.clone(), ());
                         self.credentials.invalidate_value(&key, &answer.credential).await;
+                        self.forget_answers();
                         tracing::warn!(registry = %req.registry, status, "the token realm refused a cached credential; fetching a new one");
                         (answer, key) = self.credentials_keyed(&request).await?;
                         refetched = true;

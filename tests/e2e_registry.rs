@@ -134,7 +134,10 @@ async fn docker_helper_same_account_pull() {
     );
     assert!(run.stderr.contains("unauthorized") || run.stderr.contains("authentication required"), "{}", run.show());
     assert!(requests_total(&h, "helper", "not_found").await >= 1.0, "the daemon never answered not_found");
-    assert_eq!(h.emulator.count("GetAuthorizationToken"), 0, "{:?}", h.emulator.counters());
+    // DECOY's credential may be fetched while its ownership is checked (the two calls overlap on
+    // a cold cache); it is cached under DECOY, where it is valid, and never handed out for a
+    // host DECOY does not own. At most one such call per instance and credential lifetime.
+    assert!(h.emulator.count("GetAuthorizationToken") <= 1, "{:?}", h.emulator.counters());
     phase(T, "3a. instance not listed -> not found -> anonymous -> refused", t);
     s.stop(h).await;
     phase(T, "total", t0);

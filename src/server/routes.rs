@@ -13,6 +13,7 @@ use serde_json::json;
 use super::{Peer, Role, State};
 use crate::audit::AuditRecord;
 use crate::broker::{Answer, BrokerError, CredentialRequest, TokenRequest};
+use crate::cache::Outcome;
 use crate::secret::Secret;
 
 /// Time allowed for a request body to arrive once the headers did.
@@ -299,8 +300,8 @@ async fn serve_credentials(
     r
 }
 
-/// The JSON answer for a credential: rendered once per cached credential (and registry name),
-/// then shared by every request that gets the same credential.
+/// The JSON answer for a credential: rendered once per warm cached credential (and registry
+/// name), then shared by every request that gets the same credential.
 fn credential_body(answer: &Answer) -> Bytes {
     let c = &answer.credential;
     if let Some((registry, body)) = c.rendered.get() {
@@ -321,9 +322,12 @@ fn credential_body(answer: &Answer) -> Bytes {
         .to_string(),
     );
     let bytes = body.to_bytes();
-    // The first registry name wins the slot; another name for the same credential (the VPC
-    // domain of the same instance, say) is rendered per request.
-    let _ = c.rendered.set((answer.registry.as_str().into(), body));
+    // Kept only once the credential is warm (served from the cache): a credential fetched and
+    // served once costs no extra memory. The first registry name wins the slot; another name for
+    // the same credential (the VPC domain of the same instance, say) is rendered per request.
+    if matches!(answer.outcome, Outcome::Hit | Outcome::Stale) {
+        let _ = c.rendered.set((answer.registry.as_str().into(), body));
+    }
     bytes
 }
 

@@ -85,7 +85,7 @@ pub fn config_text(emu: &Emulator, socket: &Path, extra: &str) -> String {
         "[server]\nsocket = \"{}\"\nmetrics = \"127.0.0.1:0\"\nallowed_uids = [{}]\nmax_connections = 16384\n\
          [identity]\nsource = \"ecs-ram-role\"\n\
          [aliyun]\nregion = \"cn-hangzhou\"\nsts_endpoint = \"{base}\"\ncr_endpoint = \"{base}/region/{{region}}\"\nmetadata_endpoint = \"{base}\"\n\
-         [upstream]\nsts_rate_per_second = 1000\nsts_burst = 1000\nmax_concurrent = 64\n{extra}",
+         [upstream]\nsts_rate_per_second = 1000\nsts_burst = 1000\nacr_rate_per_second = 1000\nacr_burst = 1000\nmax_concurrent = 64\n{extra}",
         socket.display(),
         own_uid()
     )

@@ -69,6 +69,8 @@ pub(super) fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option
         }
     }
     let sts_endpoint_explicit = raw.sts_endpoint.is_some();
+    let written_empty = |v: &Option<String>| v.as_deref().is_some_and(str::is_empty);
+    let (sts_written_empty, cr_written_empty) = (written_empty(&raw.sts_endpoint), written_empty(&raw.cr_endpoint));
     // With network = "vpc", a default endpoint is the VPC address of the node's region, when
     // the service documents one there; otherwise the key to set by hand is named.
     let vpc_default = |key: &str, host: fn(&str, Network) -> Result<String, String>, issues: &mut Issues<'_>| {
@@ -100,7 +102,15 @@ pub(super) fn validate_aliyun(raw: RawAliyun, issues: &mut Issues<'_>) -> Option
         [("sts_endpoint", &sts, None), ("cr_endpoint", &cr, None), ("metadata_endpoint", &md, Some("100.100.100.200"))]
     {
         if url.is_empty() {
-            continue; // already reported: no VPC address for this region
+            let written = match key {
+                "sts_endpoint" => sts_written_empty,
+                "cr_endpoint" => cr_written_empty,
+                _ => true,
+            };
+            if written {
+                issues.push("aliyun", key, "is empty: set an https:// base URL, or remove the key for the default");
+            }
+            continue; // otherwise already reported: no VPC address for this region
         }
         if let Err(e) = check_endpoint(&sample(url), plain) {
             issues.push("aliyun", key, e);

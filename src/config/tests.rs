@@ -241,3 +241,15 @@ fn mirror_is_off_by_default_and_loopback_only() {
         assert!(e.issues.iter().any(|i| i.key == key), "{body}: {e}");
     }
 }
+
+#[test]
+fn an_empty_endpoint_is_a_problem_with_its_line() {
+    // Found by tests/proptest_parsers.rs: an explicitly empty endpoint was refused with no issue.
+    for key in ["sts_endpoint", "cr_endpoint", "metadata_endpoint"] {
+        let text = format!("[aliyun]\nregion = \"cn-hangzhou\"\n{key} = \"\"\n");
+        let e = Config::from_toml(&text, "t").expect_err("empty endpoint");
+        assert!(!e.issues.is_empty(), "{key}: an error must name its problem");
+        assert_eq!(e.issues[0].key, format!("aliyun.{key}"), "{e}");
+        assert_eq!(e.issues[0].line, Some(3), "{e}");
+    }
+}

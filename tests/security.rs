@@ -121,10 +121,17 @@ async fn peers_outside_the_allow_list_get_403_and_an_audit_line() {
     let logs = captured_logs();
     let path = format!("/v1/credentials/{DEMO_HOST}");
     if my_uid() != 0 {
-        // Not root: configure an allow-list without us.
+        // Not root: configure an allow-list without us, and ask from another process (the
+        // daemon admits its own process: that is its watchdog probe).
         let h = start_in_process(emulator(broker_world()).await, "allowed_uids = [4242424]", "").await;
-        let (s, v, _) = h.request("GET", &path, None).await;
-        assert_eq!((s, v["error"]["code"].as_str()), (403, Some("peer_not_allowed")), "{v}");
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--unix-socket"])
+            .arg(&h.socket)
+            .arg(format!("http://localhost{path}"))
+            .output()
+            .expect("curl");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(v["error"]["code"].as_str(), Some("peer_not_allowed"), "{v}");
         assert!(h.metrics_text().await.contains("acr_broker_peer_denied_total 1"));
         assert!(logs_text(&logs).contains("refused a caller"), "audit line");
         h.stop().await;

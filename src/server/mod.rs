@@ -146,7 +146,10 @@ impl Acceptor for UnixAcceptor {
                 pid: c.pid(),
                 uid: Some(c.uid()),
                 gid: Some(c.gid()),
-                allowed: peer_allowed(c.uid(), c.gid(), &self.uids, &self.gids),
+                // The daemon's own watchdog probe is admitted whatever uid the service runs as
+                // (a DynamicUser is in no allow-list); it must not read as a refused caller.
+                allowed: peer_allowed(c.uid(), c.gid(), &self.uids, &self.gids)
+                    || c.pid() == i32::try_from(std::process::id()).ok(),
                 ..Peer::default()
             },
             Err(_) => Peer::default(),

@@ -16,8 +16,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use e2e::containerd::Containerd;
-use e2e::{bounded, containerd_present, defaults, demo_ref, phase, tools_present, Setup, DEMO_SERVICE, REPO, TAG};
-use support::{curl_as, my_uid, setpriv_bin, Harness};
+use e2e::{bounded, containerd_ready, defaults, demo_ref, phase, Setup, DEMO_SERVICE, REPO, TAG};
+use support::{curl_as, setpriv_bin, Harness};
 
 /// The tag of the multi-layer image.
 const MULTI_TAG: &str = "multi";
@@ -55,11 +55,7 @@ async fn mirror_metric(h: &Harness, prefix: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerd_pulls_through_the_mirror_with_no_credentials_of_its_own() {
     const T: &str = "e2e-mirror";
-    if !tools_present(T) || !containerd_present(T) {
-        return;
-    }
-    if my_uid() != 0 {
-        support::skip("e2e_mirror: containerd needs root");
+    if !containerd_ready(T) {
         return;
     }
     let t0 = Instant::now();
@@ -178,11 +174,7 @@ async fn containerd_pulls_through_the_mirror_with_no_credentials_of_its_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_the_registry_finds_expired_is_renewed_and_the_pull_completes() {
     const T: &str = "e2e-mirror-expiry";
-    if !tools_present(T) || !containerd_present(T) {
-        return;
-    }
-    if my_uid() != 0 {
-        support::skip("e2e_mirror: containerd needs root");
+    if !containerd_ready(T) {
         return;
     }
     let t0 = Instant::now();

@@ -95,10 +95,12 @@ impl Broker {
             Ok(mut slot) => *slot = next,
             Err(poisoned) => *poisoned.into_inner() = next,
         }
-        // New defaults, realm hosts or margins change what a repeated answer would be.
-        self.forget_answers();
+        // New defaults, realm hosts or margins change what a repeated answer would be
+        // (clear_caches forgets them too).
         if summary.caches_dropped {
             self.clear_caches();
+        } else {
+            self.forget_answers();
         }
         if cache_changed {
             summary.caches_replanned = !summary.caches_dropped;

@@ -57,6 +57,19 @@ pub fn containerd_present(test: &str) -> bool {
     false
 }
 
+/// True when a containerd test can run here: registry, skopeo, containerd and ctr installed, and
+/// root (containerd runs as root); otherwise says loudly why it is skipped.
+pub fn containerd_ready(test: &str) -> bool {
+    if !tools_present(test) || !containerd_present(test) {
+        return false;
+    }
+    if support::my_uid() != 0 {
+        support::skip(&format!("{test}: containerd needs root"));
+        return false;
+    }
+    true
+}
+
 /// Awaits `fut` for at most 15 s; panics naming `what` otherwise (every wait in these tests is bounded).
 pub async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(15), fut).await.unwrap_or_else(|_| panic!("{what}: no answer within 15 s"))

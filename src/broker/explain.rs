@@ -89,6 +89,9 @@ pub struct Stage {
     pub detail: Option<String>,
     /// The upstream call a miss makes.
     pub on_miss: String,
+    /// For a domain-ownership stage with a cached answer: whether the instance owns the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owns_domain: Option<bool>,
 }
 
 impl Stage {
@@ -102,6 +105,7 @@ impl Stage {
                 refresh_in_seconds: None,
                 detail: None,
                 on_miss,
+                owns_domain: None,
             },
             Peek::Ready { usable_for, refresh_in, .. } => Stage {
                 stage,
@@ -110,6 +114,7 @@ impl Stage {
                 refresh_in_seconds: secs(refresh_in),
                 detail,
                 on_miss,
+                owns_domain: None,
             },
             Peek::Failed { code, remembered_for } => Stage {
                 stage,
@@ -118,6 +123,7 @@ impl Stage {
                 refresh_in_seconds: None,
                 detail: Some(format!("upstream refused: {code}")),
                 on_miss,
+                owns_domain: None,
             },
         }
     }
@@ -301,12 +307,17 @@ impl Broker {
                         if matches!(&peek, Peek::Ready { value, .. } if value.value) && owner.is_none() {
                             owner = Some((region.clone(), c.id.clone()));
                         }
-                        stages.push(Stage::from_peek(
+                        let mut stage = Stage::from_peek(
                             format!("does {} ({region}) own {}", c.id, plan.host),
                             &peek,
                             format!("ACR ListInstanceEndpoint(InstanceId={}) in {region}", c.id),
                             detail,
-                        ));
+                        );
+                        stage.owns_domain = match &peek {
+                            Peek::Ready { value, .. } => Some(value.value),
+                            _ => None,
+                        };
+                        stages.push(stage);
                     }
                     owner.map(|(region, id)| (region, TargetKey::Instance(id)))
                 }
@@ -333,6 +344,7 @@ impl Broker {
                 refresh_in_seconds: None,
                 detail: Some(String::from("the instance is known only after the lookup above")),
                 on_miss: String::from("ACR GetAuthorizationToken for the instance found above"),
+                owns_domain: None,
             }),
         }
         ChainWalk { chain: chain_text(chain), tried_first, stages }
@@ -366,12 +378,13 @@ fn decide(plan: &Plan, walks: &[ChainWalk]) -> (&'static str, String) {
             ),
         );
     }
-    let custom = matches!(&plan.target, Target::Enterprise { instance: InstanceSelector::CustomDomain { .. }, .. });
-    let domain_checks: Vec<&Stage> = first.stages.iter().filter(|s| s.stage.starts_with("does ")).collect();
-    if custom
-        && !domain_checks.is_empty()
-        && domain_checks.iter().all(|s| s.is_cached() && s.detail.as_deref() == Some("does not own the domain"))
-    {
+    // A custom domain no candidate owns, by cached answers for every candidate.
+    let candidates = match &plan.target {
+        Target::Enterprise { instance: InstanceSelector::CustomDomain { candidates }, .. } => candidates.len(),
+        _ => 0,
+    };
+    let disowned = first.stages.iter().filter(|s| s.owns_domain == Some(false)).count();
+    if candidates > 0 && disowned == candidates {
         return (
             "not_ours",
             format!(

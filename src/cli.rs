@@ -210,14 +210,16 @@ pub fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let colours = std::io::stderr().is_terminal();
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::log_sink::Stderr).with_ansi(colours);
+    let (installed, layout) = match format {
+        LogFormat::Text => (builder.try_init(), crate::log_sink::Layout::Text),
+        LogFormat::Json => (builder.json().flatten_event(true).try_init(), crate::log_sink::Layout::Json),
     };
+    if installed.is_ok() && !colours {
+        crate::log_sink::installed_plain(layout);
+    }
 }
 
 /// `acr-broker kubelet-plugin`: one CredentialProviderRequest on stdin, the response on stdout.

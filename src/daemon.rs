@@ -126,7 +126,7 @@ impl Daemon {
         metrics.mark_config_loaded(clock.now());
         let broker = Broker::new(Arc::clone(&config), client, identity, Arc::clone(&clock), Arc::clone(&metrics));
         let readiness = Readiness::new();
-        let (audit, audit_writer) = crate::audit::AuditLog::start(Arc::clone(&metrics));
+        let (audit, audit_writer) = crate::audit::AuditLog::start(Arc::clone(&metrics), Arc::clone(&clock));
         let state = Arc::new(State { broker: Arc::clone(&broker), readiness: Arc::clone(&readiness), audit });
         let limits =
             Limits { max_connections: config.server.max_connections, header_timeout: config.server.header_timeout };

@@ -22,6 +22,7 @@ pub mod helper;
 pub mod ids;
 pub mod install;
 pub mod kubelet;
+pub mod log_sink;
 pub mod metrics;
 pub mod mirror;
 pub mod policy;

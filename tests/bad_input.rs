@@ -117,6 +117,52 @@ async fn wrong_content_type_is_415_and_charset_is_accepted() {
     h.stop().await;
 }
 
+/// A body that trails its head is still read; one that stops half way is a 408 after the body
+/// timeout (10 s), and the daemon goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_body_is_read_and_a_stalled_one_is_408() {
+    let h = Harness::start(broker_world(), "").await;
+    let body = format!(r#"{{"registry":"{DEMO_HOST}"}}"#);
+    let request = post("/v1/credentials", Some("application/json"), body.as_bytes());
+    let (head, tail) = request.split_at(request.len() - body.len() / 2);
+    let send_in_two = |pause: Option<Duration>| {
+        let (head, tail, socket) = (head.to_vec(), tail.to_vec(), h.socket.clone());
+        async move {
+            let stream = tokio::net::UnixStream::connect(&socket).await.expect("connect");
+            let (mut rd, mut wr) = stream.into_split();
+            wr.write_all(&head).await.expect("head");
+            let started = Instant::now();
+            let writer = tokio::spawn(async move {
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                    let _ = wr.write_all(&tail).await;
+                }
+                // Without a pause the rest never comes; keep the connection open meanwhile.
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                drop(wr);
+            });
+            let mut out = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&out).contains("\r\n\r\n{") {
+                match tokio::time::timeout(Duration::from_secs(14), rd.read(&mut buf)).await {
+                    Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+                    _ => break,
+                }
+            }
+            writer.abort();
+            (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+        }
+    };
+    let (late, _) = send_in_two(Some(Duration::from_millis(300))).await;
+    assert_eq!(status_of(&late), 200, "the body's second half came 300 ms later: {late}");
+    let (stalled, waited) = send_in_two(None).await;
+    assert_eq!(status_of(&stalled), 408, "{stalled}");
+    assert_eq!(body_of(&stalled)["error"]["code"], "body_timeout", "{stalled}");
+    assert!(waited >= Duration::from_secs(9), "answered after the timeout, not before: {waited:?}");
+    still_serves(&h, "a stalled body").await;
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_over_the_limit_are_413_with_length_or_chunked() {
     let h = Harness::start(broker_world(), "").await;

@@ -1,6 +1,7 @@
 //! Request routing, body validation and the mapping of broker errors to HTTP answers.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -367,8 +368,15 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Inc
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let collect = tokio::time::timeout(BODY_TIMEOUT, Limited::new(req.into_body(), MAX_BODY_BYTES).collect());
-    let bytes = match collect.await {
+    // A small body usually came with the head: take it without arming a timer. Only a body
+    // still on its way gets the timeout.
+    let mut collect = std::pin::pin!(Limited::new(req.into_body(), MAX_BODY_BYTES).collect());
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        std::task::Poll::Ready(done) => Ok(done),
+        std::task::Poll::Pending => tokio::time::timeout(BODY_TIMEOUT, collect).await,
+    };
+    let bytes = match collected {
         Err(_) => {
             return Err(error_reply(
                 StatusCode::REQUEST_TIMEOUT,
@@ -387,6 +395,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Inc
 }
 
 fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned(); // the usual registry host: nothing to decode
+    }
     let decoded: Vec<u8> = form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
         .next()
         .map(|(_, v)| v.into_owned().into_bytes())

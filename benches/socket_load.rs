@@ -149,6 +149,29 @@ async fn run() {
         );
     }
 
+    // The same comparison with oha (the issue's own tool), when it is installed: a separate
+    // load generator process, so the daemon's ratio is not coloured by this process's client.
+    if let Some(oha) = which("oha") {
+        println!("\n== the same with oha: {cmp_conns} connections, {cmp_rounds} rounds x {cmp_seconds} s, interleaved ==");
+        let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
+        for _ in 0..cmp_rounds {
+            for (i, (_, asks)) in targets.iter().enumerate() {
+                rates[i].push(oha_rate(&oha, &daemon.socket, &asks[0], cmp_conns, cmp_seconds));
+            }
+        }
+        let health = median(&rates[0]);
+        for (i, (name, _)) in targets.iter().enumerate() {
+            let m = median(&rates[i]);
+            println!(
+                "{name:<36} median {m:>8.0} answers/s  ({:.2}x /healthz)  rounds {:?}",
+                m / health,
+                rates[i].iter().map(|r| r.round()).collect::<Vec<_>>()
+            );
+        }
+    } else {
+        println!("(oha is not installed: `cargo install oha` adds the same comparison with it)");
+    }
+
     let upstream_after = emu.counters();
     println!("upstream calls during the runs: {}", if upstream_before == upstream_after { "none" } else { "SOME" });
     println!("daemon RSS after load: {:.1} MiB", common::rss_bytes(daemon.pid()) as f64 / 1048576.0);
@@ -255,4 +278,29 @@ async fn drive(
     }
     stopper.abort();
     (all, errors)
+}
+
+/// The first `name` on `PATH`.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+/// Answers per second oha gets for `ask` over the daemon's socket (every answer must be a 200).
+fn oha_rate(oha: &std::path::Path, socket: &std::path::Path, ask: &Ask, conns: usize, seconds: f64) -> f64 {
+    let mut cmd = Command::new(oha);
+    cmd.args(["--no-tui", "--output-format", "json", "-c", &conns.to_string(), "-z", &format!("{seconds}s")]);
+    cmd.arg("--unix-socket").arg(socket);
+    match ask {
+        Ask::Get(path) => cmd.arg(format!("http://localhost{path}")),
+        Ask::Post(body) => cmd
+            .args(["-m", "POST", "-H", "Content-Type: application/json", "-d"])
+            .arg(String::from_utf8_lossy(body).into_owned())
+            .arg("http://localhost/v1/credentials"),
+    };
+    let out = cmd.stderr(Stdio::null()).output().expect("run oha");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("oha's JSON summary");
+    let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
+    assert!(codes.keys().all(|c| c == "200"), "every answer is a 200: {codes:?}");
+    v["summary"]["requestsPerSec"].as_f64().expect("requestsPerSec")
 }

@@ -4,8 +4,9 @@
 //!
 //! Each key is the Personal registry of cn-hangzhou through its own service role (a one-hop
 //! chain), so every credential load assumes that key's role afresh (the last hop is always
-//! fresh) and nothing else calls STS. Checks: after the warm-up no answer took as long as one
-//! upstream call (no request waited on upstream), no answer carried an expired credential, and
+//! fresh) and nothing else calls STS. Checks: after the warm-up no request waited on an upstream
+//! load (the daemon's credential-cache miss and coalesced counters; answers slower than one upstream call
+//! are counted and shown too), no answer carried an expired credential, and
 //! the AssumeRole count is within 10 % of keys × hops × (1 + duration / refresh interval), the
 //! interval computed from `Schedule::plan` with the defaults.
 //!
@@ -111,6 +112,24 @@ async fn run() -> bool {
             }
         });
     }
+    // Requests that waited on an upstream load, from the daemon's own counters: credential
+    // lookups that loaded (misses) or waited on another's load (coalesced). A request that finds
+    // its credential usable is answered at once; the loads a background refresh makes in the
+    // other caches (the session, here) wait for nobody and are not counted.
+    let broker = std::sync::Arc::clone(&daemon.broker);
+    let loads_waited_on = move || {
+        let (_, body) = broker.metrics().render();
+        let text = String::from_utf8_lossy(&body);
+        text.lines()
+            .filter(|l| {
+                l.starts_with("acr_broker_cache_misses_total{cache=\"credential\"}")
+                    || l.starts_with("acr_broker_cache_coalesced_loads_total{cache=\"credential\"}")
+            })
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .sum::<f64>() as u64
+    };
+    tokio::time::sleep_until((started + WARMUP).into()).await;
+    let waits_at_warmup = loads_waited_on();
     let mut report_at = Instant::now() + Duration::from_secs(60);
     while !tasks.is_empty() {
         tokio::select! {
@@ -163,7 +182,8 @@ async fn run() -> bool {
     let expected = total as f64 / replicas as f64 * hops;
     let deviation = (assume as f64 - expected) / expected;
     let answers = tally.answers.load(Ordering::Relaxed);
-    let (waited, expired, errors) = (
+    let upstream_waits = loads_waited_on() - waits_at_warmup;
+    let (slow_answers, expired, errors) = (
         tally.waited.load(Ordering::Relaxed),
         tally.expired.load(Ordering::Relaxed),
         tally.errors.load(Ordering::Relaxed),
@@ -172,7 +192,9 @@ async fn run() -> bool {
         "\n== soak: {elapsed:.0} s, {rate} req/s over {keys} keys, lifetimes {LIFETIME_SECS} s, upstream latency {latency} ms =="
     );
     println!(
-        "answers {answers} ({:.1}/s); errors {errors}; expired credentials {expired}; waited on upstream after {} s warm-up: {waited} (max answer {:.2} ms)",
+        "answers {answers} ({:.1}/s); errors {errors}; expired credentials {expired}; after the {} s warm-up: \
+         requests that waited on an upstream load {upstream_waits} (cache counters), answers slower than one upstream call \
+         {slow_answers} (max answer {:.2} ms)",
         answers as f64 / elapsed,
         WARMUP.as_secs(),
         tally.max_after_warmup_us.load(Ordering::Relaxed) as f64 / 1000.0
@@ -191,7 +213,9 @@ async fn run() -> bool {
         assume as f64 / tokens.max(1) as f64
     );
     daemon.shutdown().await;
-    let ok = waited == 0 && expired == 0 && errors == 0 && deviation.abs() <= 0.10;
+    // A slow answer that waited on no load is the machine (two shared cores), not the cache:
+    // reported above, not a miss.
+    let ok = upstream_waits == 0 && expired == 0 && errors == 0 && deviation.abs() <= 0.10;
     println!("{}", if ok { "soak: OK" } else { "soak: MISS" });
     ok
 }

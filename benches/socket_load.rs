@@ -152,7 +152,9 @@ async fn run() {
     // The same comparison with oha (the issue's own tool), when it is installed: a separate
     // load generator process, so the daemon's ratio is not coloured by this process's client.
     if let Some(oha) = which("oha") {
-        println!("\n== the same with oha: {cmp_conns} connections, {cmp_rounds} rounds x {cmp_seconds} s, interleaved ==");
+        println!(
+            "\n== the same with oha: {cmp_conns} connections, {cmp_rounds} rounds x {cmp_seconds} s, interleaved =="
+        );
         let mut rates: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
         for _ in 0..cmp_rounds {
             for (i, (_, asks)) in targets.iter().enumerate() {

@@ -287,7 +287,7 @@ where
             _ => {}
         }
         let (clock, inner, owned_key, init) =
-            (Arc::clone(&self.clock), self.inner.clone(), key.clone(), self.load_slot(&load));
+            (Arc::clone(&self.clock), self.inner.clone(), key.clone(), self.load_slot(load));
         // The shared load runs in its own task: a caller that disconnects must not abort a load
         // the other waiters (and the account's STS quota) are already paying for.
         let joined = tokio::spawn(async move {
@@ -334,16 +334,20 @@ where
     }
 
     /// Loads and wraps one value, turning failures into a slot (remembered if terminal).
-    fn load_slot<F, Fut>(&self, load: &F) -> impl Future<Output = Slot<T>> + Send + 'static
+    ///
+    /// Every caller that misses hands one of these to the cache, and only one runs. So the walk
+    /// is started (and boxed) only when it runs: the others wait carrying a few bytes, not the
+    /// whole walk's state (5 KB for a credential) — with 10,000 callers on one cold key, copying
+    /// those was most of their wait.
+    fn load_slot<F, Fut>(&self, load: F) -> impl Future<Output = Slot<T>> + Send + 'static
     where
-        F: Fn() -> Fut,
+        F: Fn() -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, BrokerError>> + Send + 'static,
     {
-        let fut = load();
         let clock = Arc::clone(&self.clock);
         let config = self.config();
         async move {
-            let result = fut.await;
+            let result = Box::pin(load()).await;
             let now = clock.now();
             match result {
                 Ok(v) => Slot::Ready(Arc::new(make_entry(v, now, &config))),

@@ -308,7 +308,9 @@ impl Broker {
             self.credentials.record_hit();
             return Ok(answer);
         }
-        let (answer, _) = self.credentials_keyed(req).await?;
+        // Boxed: the walk's state is ~5 KB, and every request in flight would carry it (and copy
+        // it when its task is spawned and finishes) though the repeat table answers most.
+        let (answer, _) = Box::pin(self.credentials_keyed(req)).await?;
         if let (Some(key), Some(until)) = (repeat, answer.fresh_until) {
             self.answers.put(key, &answer, until, now);
         }

@@ -119,20 +119,8 @@ async fn run() {
             rates[i].push(lat.len() as f64 / started.elapsed().as_secs_f64());
         }
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let health = median(&rates[0]);
-    for (i, (name, _)) in targets.iter().enumerate() {
-        let m = median(&rates[i]);
-        println!(
-            "{name:<36} median {m:>8.0} answers/s  ({:.2}x /healthz)  rounds {:?}",
-            m / health,
-            rates[i].iter().map(|r| r.round()).collect::<Vec<_>>()
-        );
-    }
+    let names: Vec<&str> = targets.iter().map(|(name, _)| *name).collect();
+    print_ratios(&names, &rates);
     for (name, asks) in &targets[1..] {
         let mut conns = Vec::with_capacity(cmp_conns);
         for _ in 0..cmp_conns {
@@ -161,15 +149,7 @@ async fn run() {
                 rates[i].push(oha_rate(&oha, &daemon.socket, &asks[0], cmp_conns, cmp_seconds));
             }
         }
-        let health = median(&rates[0]);
-        for (i, (name, _)) in targets.iter().enumerate() {
-            let m = median(&rates[i]);
-            println!(
-                "{name:<36} median {m:>8.0} answers/s  ({:.2}x /healthz)  rounds {:?}",
-                m / health,
-                rates[i].iter().map(|r| r.round()).collect::<Vec<_>>()
-            );
-        }
+        print_ratios(&names, &rates);
     } else {
         println!("(oha is not installed: `cargo install oha` adds the same comparison with it)");
     }
@@ -305,4 +285,22 @@ fn oha_rate(oha: &std::path::Path, socket: &std::path::Path, ask: &Ask, conns: u
     let codes = v["statusCodeDistribution"].as_object().cloned().unwrap_or_default();
     assert!(codes.keys().all(|c| c == "200"), "every answer is a 200: {codes:?}");
     v["summary"]["requestsPerSec"].as_f64().expect("requestsPerSec")
+}
+
+/// One line per target: the median of its rounds and its ratio to the first target's (`/healthz`).
+fn print_ratios(names: &[&str], rates: &[Vec<f64>]) {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    let health = median(&rates[0]);
+    for (name, rounds) in names.iter().zip(rates) {
+        let m = median(rounds);
+        println!(
+            "{name:<36} median {m:>8.0} answers/s  ({:.2}x /healthz)  rounds {:?}",
+            m / health,
+            rounds.iter().map(|r| r.round()).collect::<Vec<_>>()
+        );
+    }
 }

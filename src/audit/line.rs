@@ -160,10 +160,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::broker::{Answer, Edition, Issued};
-    use crate::cache::Outcome;
-    use crate::ids::{InstanceId, Region, RoleArn};
-    use crate::secret::Secret;
+    use crate::broker::Answer;
     use crate::server::Peer;
 
     /// Collects what a tracing subscriber writes.
@@ -188,25 +185,8 @@ mod tests {
     }
 
     fn record(pid: Option<i32>, chain: &[&str]) -> AuditRecord {
-        let credential = Issued {
-            username: String::from("cr_temp_user"),
-            password: Secret::new(String::from("not-in-the-line")),
-            expires_at: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
-            region: Region::try_from("cn-hangzhou").expect("region"),
-            instance_id: Some(InstanceId::try_from("cri-abcdefghijklmnop").expect("instance")),
-            edition: Edition::Enterprise,
-            rendered: std::sync::OnceLock::new(),
-        };
-        let chain: Vec<RoleArn> = chain.iter().map(|a| RoleArn::try_from(*a).expect("arn")).collect();
         AuditRecord {
-            answer: Answer {
-                credential: Arc::new(credential),
-                registry: String::from("demo-registry.cn-hangzhou.cr.aliyuncs.com"),
-                chain: chain.into(),
-                outcome: Outcome::Stale,
-                via_service_account: false,
-                fresh_until: None,
-            },
+            answer: Answer::sample(chain),
             peer: Peer { pid, uid: Some(1000), ..Peer::default() },
             surface: "kubelet",
         }

@@ -104,6 +104,31 @@ pub struct Answer {
     pub fresh_until: Option<SystemTime>,
 }
 
+#[cfg(test)]
+impl Answer {
+    /// An Enterprise answer for the demo registry through `chain` (role ARNs), for unit tests.
+    pub(crate) fn sample(chain: &[&str]) -> Answer {
+        let credential = Issued {
+            username: String::from("cr_temp_user"),
+            password: Secret::new(String::from("not-in-the-line")),
+            expires_at: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000),
+            region: Region::try_from("cn-hangzhou").expect("region"),
+            instance_id: Some(InstanceId::try_from("cri-abcdefghijklmnop").expect("instance")),
+            edition: Edition::Enterprise,
+            rendered: std::sync::OnceLock::new(),
+        };
+        let chain: Vec<RoleArn> = chain.iter().map(|a| RoleArn::try_from(*a).expect("arn")).collect();
+        Answer {
+            credential: Arc::new(credential),
+            registry: String::from("demo-registry.cn-hangzhou.cr.aliyuncs.com"),
+            chain: chain.into(),
+            outcome: Outcome::Stale,
+            via_service_account: false,
+            fresh_until: None,
+        }
+    }
+}
+
 /// Whose identity starts a chain.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Base {
@@ -308,11 +333,12 @@ impl Broker {
             self.credentials.record_hit();
             return Ok(answer);
         }
+        let walked = self.answers.generation();
         // Boxed: the walk's state is ~5 KB, and every request in flight would carry it (and copy
         // it when its task is spawned and finishes) though the repeat table answers most.
         let (answer, _) = Box::pin(self.credentials_keyed(req)).await?;
         if let (Some(key), Some(until)) = (repeat, answer.fresh_until) {
-            self.answers.put(key, &answer, until, now);
+            self.answers.put(key, &answer, walked, until, now);
         }
         Ok(answer)
     }

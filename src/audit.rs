@@ -94,9 +94,9 @@ impl AuditLog {
     }
 }
 
-/// Writes one batch with one `write`: formatted here when the daemon's own plain-text or JSON
-/// logger is installed, otherwise (a terminal with colours, an embedding program's subscriber)
-/// through tracing, gathered by [`crate::log_sink::batched`].
+/// Writes one batch with one `write`, formatted here, when the daemon's own plain-text or JSON
+/// logger is installed; otherwise (a terminal with colours, an embedding program's subscriber)
+/// line by line through tracing.
 fn write_batch(batch: &[Queued], lines: &mut line::Lines) {
     match crate::log_sink::plain_layout() {
         Some(layout) => {
@@ -107,7 +107,7 @@ fn write_batch(batch: &[Queued], lines: &mut line::Lines) {
             batch.iter().for_each(|q| lines.push(layout, &q.record, q.at));
             crate::log_sink::write_lines(lines.bytes());
         }
-        None => crate::log_sink::batched(|| batch.iter().for_each(|q| through_tracing(&q.record))),
+        None => batch.iter().for_each(|q| through_tracing(&q.record)),
     }
 }
 

@@ -211,8 +211,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     let colours = std::io::stderr().is_terminal();
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(crate::log_sink::Stderr).with_ansi(colours);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colours);
     let (installed, layout) = match format {
         LogFormat::Text => (builder.try_init(), crate::log_sink::Layout::Text),
         LogFormat::Json => (builder.json().flatten_event(true).try_init(), crate::log_sink::Layout::Json),

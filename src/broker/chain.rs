@@ -74,22 +74,13 @@ impl Broker {
         sa: Option<&Secret>,
     ) -> Shared<(Answer, CredKey)> {
         let (key, (credential, outcome, fresh_until)) = match &plan.target {
-            Target::Personal { region } => {
-                let key = CredKey { region: region.clone(), target: TargetKey::Personal, chain: chain.clone() };
-                let got = self.credential(&key, sa).await?;
-                (key, got)
-            }
+            Target::Personal { region } => self.credential_at(region.clone(), TargetKey::Personal, chain, sa).await?,
             Target::Enterprise { region, instance: InstanceSelector::ByName(name) } => {
                 let id = self.instance_by_name(region, name, chain, sa).await?;
-                let key = CredKey { region: region.clone(), target: TargetKey::Instance(id), chain: chain.clone() };
-                let got = self.credential(&key, sa).await?;
-                (key, got)
+                self.credential_at(region.clone(), TargetKey::Instance(id), chain, sa).await?
             }
             Target::Enterprise { region, instance: InstanceSelector::ById(id) } => {
-                let key =
-                    CredKey { region: region.clone(), target: TargetKey::Instance(id.clone()), chain: chain.clone() };
-                let got = self.credential(&key, sa).await?;
-                (key, got)
+                self.credential_at(region.clone(), TargetKey::Instance(id.clone()), chain, sa).await?
             }
             Target::Enterprise { instance: InstanceSelector::CustomDomain { candidates }, .. } => {
                 self.custom_domain_credential(plan, candidates, chain, sa).await?
@@ -104,6 +95,19 @@ impl Broker {
             fresh_until,
         };
         Ok((answer, key))
+    }
+
+    /// The credential of `target` in `region` through `chain`, with the key it is cached under.
+    async fn credential_at(
+        self: &Arc<Self>,
+        region: Region,
+        target: TargetKey,
+        chain: &ChainKey,
+        sa: Option<&Secret>,
+    ) -> Shared<(CredKey, Got)> {
+        let key = CredKey { region, target, chain: chain.clone() };
+        let got = self.credential(&key, sa).await?;
+        Ok((key, got))
     }
 
     /// The credential for `key`, from the cache or loaded once for all callers.
@@ -143,21 +147,17 @@ impl Broker {
         let lookup = (plan.host.as_str().to_owned(), first_region.clone(), first.id.clone(), chain.clone());
         if matches!(self.domains.peek(&lookup).await, crate::cache::Peek::Ready { .. }) {
             let (region, id) = self.owner_of(plan, candidates, chain, sa).await?;
-            let key = CredKey { region, target: TargetKey::Instance(id), chain: chain.clone() };
-            let got = self.credential(&key, sa).await?;
-            return Ok((key, got));
+            return self.credential_at(region, TargetKey::Instance(id), chain, sa).await;
         }
         let speculative_key =
             CredKey { region: first_region, target: TargetKey::Instance(first.id.clone()), chain: chain.clone() };
         let (owner, speculative) =
             tokio::join!(self.owner_of(plan, candidates, chain, sa), self.credential(&speculative_key, sa));
         let (region, id) = owner?;
-        let key = CredKey { region, target: TargetKey::Instance(id), chain: chain.clone() };
-        if key == speculative_key {
-            return Ok((key, speculative?));
+        if region == speculative_key.region && id == first.id {
+            return Ok((speculative_key, speculative?));
         }
-        let got = self.credential(&key, sa).await?;
-        Ok((key, got))
+        self.credential_at(region, TargetKey::Instance(id), chain, sa).await
     }
 
     /// Mints a registry credential with a freshly assumed last hop.

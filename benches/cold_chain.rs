@@ -32,11 +32,7 @@ struct Row {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let failed = rt.block_on(run());
+    let Some(failed) = common::run_bench(run()) else { return };
     assert!(!failed, "a cold-chain bound was missed (see above)");
 }
 

@@ -24,11 +24,7 @@ const ECR_ACCESS_KEY: &str = "AKIAEXAMPLEKEY000001";
 const ECR_REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(run());
+    common::run_bench(run());
 }
 
 /// One measured command: a label and the `sh -c` script.

@@ -20,11 +20,7 @@ use acr_broker::broker::{Broker, CredentialRequest};
 use acr_broker::daemon::Daemon;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let failed = rt.block_on(run());
+    let Some(failed) = common::run_bench(run()) else { return };
     assert!(!failed, "a herd target was missed (see above)");
 }
 

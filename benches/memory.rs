@@ -21,11 +21,7 @@ const REGIONS: usize = 100;
 const MIB: f64 = 1048576.0;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(run());
+    common::run_bench(run());
 }
 
 async fn run() {

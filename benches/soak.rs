@@ -38,11 +38,7 @@ struct Tally {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let ok = rt.block_on(run());
+    let Some(ok) = common::run_bench(run()) else { return };
     assert!(ok, "a soak target was missed (see above)");
 }
 

@@ -24,11 +24,7 @@ use common::{Ask, ChildDaemon, Conn};
 const MAX_ANSWERS: usize = 5_000_000;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo bench -- --list` / test discovery: nothing to list.
-    }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    rt.block_on(run());
+    common::run_bench(run());
 }
 
 async fn run() {

@@ -280,3 +280,13 @@ pub fn machine() -> String {
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
+
+/// Runs a bench's body on a two-worker runtime (the machine's two cores) and returns what it
+/// returned; `None` under `--list` (cargo's test discovery), when there is nothing to run.
+pub fn run_bench<T>(body: impl std::future::Future<Output = T>) -> Option<T> {
+    if std::env::args().any(|a| a == "--list") {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    Some(rt.block_on(body))
+}
